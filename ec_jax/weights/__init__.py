@@ -1,0 +1,1 @@
+"""Weight readers (GGUF, Hugging Face safetensors, Orbax) and the embedded-model registry."""
