@@ -1,0 +1,1 @@
+"""Scoring: token statistics, thresholds, phases, centroids and selection, as pure JAX functions."""
