@@ -95,7 +95,9 @@ def _oracle_centroid_vote(answers, values, present, share, fractions_row=None):
 def float_tables(draw):
   """A `[problems, N]` float table with ties, NaN, inf and absent entries."""
   problems, width = draw(st.sampled_from(SHAPES))
-  cell = st.one_of(st.sampled_from(TIE_PRONE_VALUES), st.floats(-2.0, 2.0))
+  # XLA on CPU flushes subnormals to zero, so they are left out (see select_lowest).
+  cell = st.one_of(st.sampled_from(TIE_PRONE_VALUES),
+                   st.floats(-2.0, 2.0, allow_subnormal=False))
   values = draw(st.lists(cell, min_size=problems * width, max_size=problems * width))
   present = draw(st.lists(st.sampled_from([True, True, True, False]),
                           min_size=problems * width, max_size=problems * width))

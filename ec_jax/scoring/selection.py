@@ -177,6 +177,9 @@ def select_lowest(scores: jax.Array, present: jax.Array,
 
   Returns:
     `[problems]` int32: the index, the lowest on ties, or -1 when no trajectory qualifies.
+
+  NOTE: XLA on CPU flushes subnormal floats to zero, so a subnormal score ties with 0 here but
+  not in the host rule. Centroids and confidence scores are never that small.
   """
   _check_table("scores", scores, present)
   scores = jnp.asarray(scores)
