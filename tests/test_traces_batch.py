@@ -26,7 +26,7 @@ def test_pack_parity_file(data_dir):
   packed = batch.pack(trajectories)
 
   assert packed.num_rows == 12
-  assert packed.time == 640  # Longest trajectory: 580 tokens.
+  assert packed.time == 640  # The maximum length is 580 tokens.
   assert packed.entropies.shape == (12, 640)
   assert packed.entropies.dtype == np.float64
   np.testing.assert_array_equal(packed.lengths, [t.num_tokens for t in trajectories])

@@ -376,3 +376,12 @@ def test_run_folder_without_shards(tmp_path):
 def test_run_folder_invalid_kind(tmp_path):
   with pytest.raises(ValueError, match="entropy_kind"):
     run_folder.read_run_folder(tmp_path, entropy_kind="tempered")
+
+
+def test_atomic_file_mode_follows_umask(tmp_path):
+  old_mask = os.umask(0o027)
+  try:
+    records.write_json_atomic(tmp_path / "a.json", {"n": 1})
+  finally:
+    os.umask(old_mask)
+  assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o640

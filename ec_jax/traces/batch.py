@@ -2,7 +2,7 @@
 
 The time axis is padded to a multiple of `pad_multiple`, so batches of similar length share one
 compiled shape. Invalid and padded positions contain 0.0 so that no NaN reaches a masked
-computation; the masks say which values count.
+computation, and the masks mark which values count.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class PackedTraces:
 
 
 def padded_time(max_length: int, pad_multiple: int) -> int:
-  """The smallest positive multiple of `pad_multiple` that is at least `max_length`."""
+  """Return the smallest positive multiple of `pad_multiple` that is at least `max_length`."""
   if isinstance(pad_multiple, bool) or not isinstance(pad_multiple, int) or pad_multiple < 1:
     raise ValueError(f"pad_multiple must be a positive integer, got {pad_multiple!r}")
   num_blocks = max(1, -(-max_length // pad_multiple))
@@ -148,7 +148,7 @@ def pack(
 
 
 def _common_topk_width(trajectories: Sequence[Trajectory]) -> int | None:
-  """The largest k over trajectories with tokens, or None if one of them has no top-k table."""
+  """Return the largest k over trajectories with tokens, or None if one has no top-k table."""
   widths = []
   for trajectory in trajectories:
     if not trajectory.num_tokens:

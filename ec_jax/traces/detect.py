@@ -55,8 +55,11 @@ class LoadedTraces:
 
 
 def resolve_trace_path(path: str | os.PathLike[str]) -> pathlib.Path:
-  """The file or run folder to read: a folder holding `entropy_results.json(l)` gives that file,
-  and `trajectories.jsonl` inside a run folder gives the folder."""
+  """Return the file or run folder to read for `path`.
+
+  A folder that contains `entropy_results.json(l)` gives that file, and `trajectories.jsonl`
+  inside a run folder gives the folder.
+  """
   path = pathlib.Path(path)
   if not path.exists():
     raise FileNotFoundError(f"trace input {path} does not exist; pass a trace file or run folder")
@@ -84,7 +87,7 @@ def detect_format(path: str | os.PathLike[str]) -> str:
   has `entropy_sequence`.
 
   Raises:
-    TraceFormatError: the format cannot be told, with what was found.
+    TraceFormatError: the format is not recognised; the message shows what was found.
   """
   path = pathlib.Path(path)
   if path.is_dir():
@@ -95,7 +98,7 @@ def detect_format(path: str | os.PathLike[str]) -> str:
   if first != "{":
     raise TraceFormatError(
         path,
-        f"cannot tell the trace format: the file starts with {first!r}, but a reference file "
+        f"unknown trace format: the file starts with {first!r}, but a reference file "
         "starts with '[' and a JSONL file with '{'")
   record = _first_record(path)
   if "logprobs" in record:
@@ -104,7 +107,7 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     return REFERENCE_JSONL
   raise TraceFormatError(
       path,
-      f"cannot tell the trace format: the first record has keys {sorted(record)[:20]}, but a "
+      f"unknown trace format: the first record has keys {sorted(record)[:20]}, but a "
       "reference record has 'entropy_sequence' and a vLLM-style record has 'logprobs'. Pass "
       "format='reference' or format='vllm' if the file is one of them",
       record_index=0)

@@ -39,7 +39,7 @@ class CacheEntry:
 
 @dataclasses.dataclass(frozen=True)
 class LabelMatch:
-  """How the trajectories and the label file matched.
+  """Match counts between trajectories and a label file.
 
   Attributes:
     num_labelled: trajectories that received a true/false label.

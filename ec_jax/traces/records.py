@@ -57,7 +57,7 @@ def to_json_value(value: Any) -> Any:
 
 
 def encode_json_line(record: Mapping[str, Any]) -> bytes:
-  """One record as a UTF-8 JSON line ending in a newline."""
+  """Encode one record as a UTF-8 JSON line ending in a newline."""
   text = json.dumps(to_json_value(record), allow_nan=False, ensure_ascii=False,
                     separators=(",", ":"))
   return text.encode("utf-8") + b"\n"
@@ -197,12 +197,14 @@ def write_bytes_atomic(path: str | os.PathLike[str], write: Callable[[IO[bytes]]
   """Write a file through `write(file)` so that readers see the old file or the whole new one.
 
   The data goes to a temporary file in the same folder, is fsynced, and replaces `path` with
-  `os.replace`; the folder is then fsynced so the rename itself survives a crash.
+  `os.replace`. The folder is then fsynced so that the rename itself survives a crash.
   """
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
   try:
+    # mkstemp creates the file with mode 0600; give it the mode that `open` would.
+    os.chmod(temp_name, 0o666 & ~_current_umask())
     with os.fdopen(descriptor, "wb") as file:
       write(file)
       file.flush()
@@ -213,6 +215,21 @@ def write_bytes_atomic(path: str | os.PathLike[str], write: Callable[[IO[bytes]]
       os.unlink(temp_name)
     raise
   _fsync_folder(path.parent)
+
+
+def _current_umask() -> int:
+  """Return the process umask without changing it (Linux), else by setting and restoring it."""
+  try:
+    with open("/proc/self/status", encoding="ascii") as status:
+      for line in status:
+        if line.startswith("Umask:"):
+          return int(line.split()[1], 8)
+  except OSError:
+    pass
+  # NOTE: os.umask can only be read by setting it, which races with other threads creating files.
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
 
 
 def _fsync_folder(folder: pathlib.Path) -> None:

@@ -24,7 +24,7 @@ ENTROPY_KINDS = ("topk", "full", "sampling")
 
 
 def is_run_folder(path: str | os.PathLike[str]) -> bool:
-  """Whether `path` is a folder holding `trajectories.jsonl`."""
+  """Return whether `path` is a folder that contains `trajectories.jsonl`."""
   return (pathlib.Path(path) / TRAJECTORIES_NAME).is_file()
 
 
