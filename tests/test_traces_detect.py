@@ -98,3 +98,10 @@ def test_format_mismatch_rejected(data_dir, tmp_path):
 def test_unknown_format_name_rejected(data_dir):
   with pytest.raises(ValueError, match="format must be one of"):
     traces.read_traces(data_dir / PARITY_FILE, format="hf")
+
+
+def test_run_records_without_arrays(tmp_path):
+  path = tmp_path / "trajectories.jsonl"
+  path.write_text(json.dumps({"problem_id": "a", "trajectory_index": 0, "num_tokens": 1}) + "\n")
+  with pytest.raises(traces.TraceFormatError, match="no arrays/ subfolder"):
+    traces.read_traces(path)

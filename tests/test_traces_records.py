@@ -5,6 +5,7 @@ import logging
 import math
 import os
 import pathlib
+import pickle
 import signal
 import subprocess
 import sys
@@ -385,3 +386,18 @@ def test_atomic_file_mode_follows_umask(tmp_path):
   finally:
     os.umask(old_mask)
   assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o640
+
+
+def test_damaged_shard_rejected(tmp_path):
+  path = shards.write_shard(tmp_path, 0, _shard_arrays(np.random.default_rng(9), ["a"], [0], [1]))
+  path.write_bytes(path.read_bytes()[:100])
+  with pytest.raises(traces.TraceFormatError, match="not a readable .npz file"):
+    shards.read_shard(path)
+
+
+def test_trace_error_pickles():
+  error = traces.TraceFormatError("f.json", "bad", record_index=3, record_id="p", field="x")
+  copy = pickle.loads(pickle.dumps(error))
+  assert str(copy) == str(error)
+  assert copy.record_index == 3
+  assert copy.field == "x"

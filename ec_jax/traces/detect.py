@@ -105,6 +105,11 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     return VLLM_JSONL
   if "entropy_sequence" in record:
     return REFERENCE_JSONL
+  if path.name == run_folder.TRAJECTORIES_NAME:
+    raise TraceFormatError(
+        path,
+        "this is an ec_jax trajectories.jsonl, but its folder has no arrays/ subfolder with the "
+        "per-token shards; pass a complete run folder")
   raise TraceFormatError(
       path,
       f"unknown trace format: the first record has keys {sorted(record)[:20]}, but a "

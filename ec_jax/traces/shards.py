@@ -72,9 +72,17 @@ def write_npz(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray]) ->
 
 
 def read_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-  """Load every array of an `.npz` file into memory (pickled objects are rejected)."""
-  with np.load(path, allow_pickle=False) as archive:
-    return {name: archive[name] for name in archive.files}
+  """Load every array of an `.npz` file into memory (pickled objects are rejected).
+
+  Raises:
+    TraceFormatError: the file is not a readable `.npz` archive.
+  """
+  try:
+    with np.load(path, allow_pickle=False) as archive:
+      return {name: archive[name] for name in archive.files}
+  except (zipfile.BadZipFile, ValueError, EOFError) as e:
+    raise TraceFormatError(
+        path, f"not a readable .npz file ({e}); the shard is damaged, so rerun its batch") from e
 
 
 def write_shard(

@@ -42,6 +42,12 @@ class TraceFormatError(ValueError):
     self.byte_offset = byte_offset
     super().__init__(self._format())
 
+  def __reduce__(self):
+    # Pickling (e.g. across processes) must pass the keyword arguments back to __init__.
+    return (_rebuild_trace_format_error, (self.path, self.detail, {
+        "record_index": self.record_index, "record_id": self.record_id, "field": self.field,
+        "position": self.position, "byte_offset": self.byte_offset}))
+
   @property
   def record(self) -> str | None:
     """The record as `index 3 (id 'p_traj_1')`, or None when the error is not about one record."""
@@ -63,6 +69,10 @@ class TraceFormatError(ValueError):
     if self.position is not None:
       location.append(f"position {self.position}")
     return ", ".join(location) + ": " + self.detail
+
+
+def _rebuild_trace_format_error(path: str, detail: str, keywords: dict) -> TraceFormatError:
+  return TraceFormatError(path, detail, **keywords)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
