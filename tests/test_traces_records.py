@@ -246,7 +246,8 @@ def test_npz_rejects_object_arrays(tmp_path):
     (lambda a: a.pop("lengths"), "lack \\['lengths'\\]"),
     (lambda a: a.update(logprob=a["logprob"][:, :5]), "'logprob' has shape \\(2, 5\\)"),
     (lambda a: a.update(trajectory_index=np.array([0])), "'trajectory_index' has shape"),
-    (lambda a: a.update(lengths=np.array([3, 17])), "lengths must lie in \\[0, 16\\]"),
+    (lambda a: a.update(lengths=np.array([3, 17])),
+     "lengths must lie in \\[0, 16\\], got 17 in row 1"),
 ])
 def test_shard_shape_errors(tmp_path, change, message):
   arrays = _shard_arrays(np.random.default_rng(1), ["a", "b"], [0, 0], [3, 4])

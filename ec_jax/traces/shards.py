@@ -121,8 +121,11 @@ def write_shard(
             "like the other per-token arrays")
       time = values.shape[1]
   lengths = prepared["lengths"]
-  if time is not None and rows and (lengths.min() < 0 or lengths.max() > time):
-    raise ValueError(f"lengths must lie in [0, {time}], got {lengths.tolist()}")
+  if time is not None:
+    outside = np.flatnonzero((lengths < 0) | (lengths > time))
+    if outside.size:
+      row = int(outside[0])
+      raise ValueError(f"lengths must lie in [0, {time}], got {lengths[row]} in row {row}")
 
   path = shard_path(run_dir, batch_index)
   write_npz(path, prepared)
