@@ -29,3 +29,32 @@ from ec_jax.traces.shards import write_npz
 from ec_jax.traces.shards import write_shard
 from ec_jax.traces.trajectory import TraceFormatError
 from ec_jax.traces.trajectory import Trajectory
+
+__all__ = [
+    "attach_labels",
+    "detect_format",
+    "find_labels_file",
+    "group_by_problem",
+    "group_packed",
+    "iter_traces",
+    "JsonlWriter",
+    "LabelMatch",
+    "load_traces",
+    "LoadedTraces",
+    "pack",
+    "PackedTraces",
+    "ProblemGroups",
+    "read_evaluation_cache",
+    "read_jsonl",
+    "read_labels",
+    "read_run_folder",
+    "read_shard",
+    "read_traces",
+    "shard_path",
+    "to_json_value",
+    "TraceFormatError",
+    "Trajectory",
+    "write_json_atomic",
+    "write_npz",
+    "write_shard",
+]
