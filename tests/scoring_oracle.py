@@ -94,7 +94,7 @@ def centroid(phases, length, method, phase_mass="length"):
     return None
   masses = [d if phase_mass == "length" else e for _, d, e in phases]
   total = sum(masses)
-  if total == 0:
+  if total <= 0:  # possible with the entropy mass when rounding leaves entropies at or below 0
     return None
   if method == "weighted_average_center":
     return sum(m * (s + d / 2) for m, (s, d, _) in zip(masses, phases)) / total / length

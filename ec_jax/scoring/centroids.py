@@ -9,7 +9,8 @@ the trajectory's length (invalid positions included):
   raw_entropy              (sum_t H_t t) / (sum_t H_t) / L over valid tokens, no phases
 
 The mass is d_n (`length`) or the summed entropy of the phase's valid tokens (`entropy`). A
-trajectory with no phase (or zero total mass, or L = 0) has no centroid: NaN here.
+trajectory with no phase, a total mass that is not positive (possible with the entropy mass when
+rounding leaves entropies at or below zero), or L = 0 has no centroid: NaN here.
 """
 
 from __future__ import annotations
@@ -67,12 +68,12 @@ def raw_entropy_centroid(entropies: jax.Array, valid: jax.Array, lengths: jax.Ar
 
 
 def exact_center_fraction(sums: PhaseSums, lengths: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Return the length-mass headline centroid as integers `numerator / denominator`.
+  """Return the length-mass headline centroid as integers: C = numerator / (2 * denominator).
 
-  numerator = sum d (2s + d) and denominator = 2 * sum d * L, each `[rows, settings]`, for exact
-  tie-breaking between trajectories whose float centroids may round differently.
+  numerator = sum d (2s + d) and denominator = sum d * L, each `[rows, settings]` in the sums'
+  unsigned or 64-bit dtype, both below T**2. The pair orders trajectories exactly as C does, for
+  tie-breaking where the float centroids may round differently.
   """
   dtype = sums.length_center.dtype
-  denominator = (sums.length_mass.astype(dtype) * lengths.astype(dtype)[:, None]
-                 * jnp.asarray(2, dtype))
+  denominator = sums.length_mass.astype(dtype) * lengths.astype(dtype)[:, None]
   return sums.length_center, denominator

@@ -21,15 +21,17 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-# Without x64, exact integer sums are kept in uint32; sum(d * (2s + d)) <= T**2 needs T < 2**16.
-MAX_TIME_WITHOUT_X64 = 65535
+# Exact integer sums fit uint32 while sum(d * (2s + d)) <= T**2 < 2**32, i.e. T < 2**16; longer
+# sequences need x64 for int64 sums.
+MAX_TIME_UINT32 = 65535
+UNROLL = 1
 
 
 class PhaseSums(NamedTuple):
   """Per-trajectory phase counts and centroid sums, each `[rows, settings]`.
 
   `length_*` sums use the phase length d as the mass (exact integers); `entropy_*` sums use the
-  summed entropy e of the phase's d valid tokens.
+  summed entropy e of the phase's d valid tokens, and are None unless requested.
   """
 
   num_phases: jax.Array  # exact number of phases
@@ -71,16 +73,18 @@ class _State(NamedTuple):
 def exact_integer_dtypes(time: int) -> tuple[jnp.dtype, jnp.dtype]:
   """Return the (mass, moment) integer dtypes for sequences of `time` positions.
 
+  32-bit sums are exact up to MAX_TIME_UINT32 positions and halve the scan's memory traffic.
+
   Raises:
     ValueError: without x64, when `time` exceeds what uint32 moment sums can hold.
   """
+  if time <= MAX_TIME_UINT32:
+    return jnp.dtype(jnp.int32), jnp.dtype(jnp.uint32)
   if jax.config.jax_enable_x64:
     return jnp.dtype(jnp.int64), jnp.dtype(jnp.int64)
-  if time > MAX_TIME_WITHOUT_X64:
-    raise ValueError(
-        f"Sequences of {time} positions need 64-bit integer sums; the limit without x64 is "
-        f"{MAX_TIME_WITHOUT_X64}. Enable x64 (jax.config.update('jax_enable_x64', True)).")
-  return jnp.dtype(jnp.int32), jnp.dtype(jnp.uint32)
+  raise ValueError(
+      f"Sequences of {time} positions need 64-bit integer sums; the limit without x64 is "
+      f"{MAX_TIME_UINT32}. Enable x64 (jax.config.update('jax_enable_x64', True)).")
 
 
 def _add_phase(sums: PhaseSums, where: jax.Array, start: jax.Array, duration: jax.Array,
@@ -89,23 +93,25 @@ def _add_phase(sums: PhaseSums, where: jax.Array, start: jax.Array, duration: ja
   mass_dtype, moment_dtype = sums.length_mass.dtype, sums.length_center.dtype
   d = duration.astype(moment_dtype)
   s = start.astype(moment_dtype)
-  real = entropy.dtype
-  center = start.astype(real) + duration.astype(real) * jnp.asarray(0.5, real)
   zero_int = jnp.zeros((), moment_dtype)
-  zero = jnp.zeros((), real)
-  return PhaseSums(
+  sums = sums._replace(
       num_phases=sums.num_phases + where.astype(jnp.int32),
       length_mass=sums.length_mass + jnp.where(where, duration, 0).astype(mass_dtype),
       length_center=sums.length_center + jnp.where(where, d * (s + s + d), zero_int),
-      length_start=sums.length_start + jnp.where(where, d * s, zero_int),
+      length_start=sums.length_start + jnp.where(where, d * s, zero_int))
+  if entropy is None:
+    return sums
+  real = entropy.dtype
+  center = start.astype(real) + duration.astype(real) * jnp.asarray(0.5, real)
+  zero = jnp.zeros((), real)
+  return sums._replace(
       entropy_mass=sums.entropy_mass + jnp.where(where, entropy, zero),
       entropy_center=sums.entropy_center + jnp.where(where, entropy * center, zero),
-      entropy_start=sums.entropy_start + jnp.where(where, entropy * start.astype(real), zero),
-  )
+      entropy_start=sums.entropy_start + jnp.where(where, entropy * start.astype(real), zero))
 
 
 def scan_phases(entropies: jax.Array, valid: jax.Array, high: jax.Array, low: jax.Array,
-                consecutive_low: jax.Array, *, emit_events: bool
+                consecutive_low: jax.Array, *, emit_events: bool, entropy_mass: bool = True
                 ) -> tuple[PhaseSums, PhaseEvents | None, OpenPhase | None]:
   """Run the phase state machine over every row and setting.
 
@@ -116,6 +122,7 @@ def scan_phases(entropies: jax.Array, valid: jax.Array, high: jax.Array, low: ja
     low: `[rows, settings]` low thresholds.
     consecutive_low: `[settings]` int32 run lengths that close a phase (>= 1).
     emit_events: static; also return per-position events of setting 0.
+    entropy_mass: static; also accumulate the `entropy_*` sums (the entropy phase mass).
 
   Returns:
     The `[rows, settings]` sums, with open phases at the end included; with `emit_events`, also
@@ -126,7 +133,7 @@ def scan_phases(entropies: jax.Array, valid: jax.Array, high: jax.Array, low: ja
   real = entropies.dtype
   mass_dtype, moment_dtype = exact_integer_dtypes(time)
   zeros_int = jnp.zeros((rows, settings), jnp.int32)
-  zeros_real = jnp.zeros((rows, settings), real)
+  zeros_real = jnp.zeros((rows, settings), real) if entropy_mass else None
   initial = _State(
       inside=jnp.zeros((rows, settings), bool),
       start=zeros_int, duration=zeros_int, low_run=zeros_int,
@@ -149,24 +156,27 @@ def scan_phases(entropies: jax.Array, valid: jax.Array, high: jax.Array, low: ja
     extends = state.inside & ok
     duration = state.duration + extends.astype(jnp.int32)
     low_run = jnp.where(extends, jnp.where(is_low, state.low_run + 1, 0), state.low_run)
-    committed = jnp.where(extends & ~is_low,
-                          state.entropy_committed + state.entropy_low_run + h,
-                          state.entropy_committed)
-    low_run_entropy = jnp.where(extends, jnp.where(is_low, state.entropy_low_run + h, 0),
-                                state.entropy_low_run)
     closes = extends & (low_run >= closing_run)
     closed_duration = duration - closing_run
-    sums = _add_phase(state.sums, closes, state.start, closed_duration, committed)
     reset = starts | closes
+    committed = low_run_entropy = None
+    if entropy_mass:
+      committed = jnp.where(extends & ~is_low,
+                            state.entropy_committed + state.entropy_low_run + h,
+                            state.entropy_committed)
+      low_run_entropy = jnp.where(extends, jnp.where(is_low, state.entropy_low_run + h, 0),
+                                  state.entropy_low_run)
+    sums = _add_phase(state.sums, closes, state.start, closed_duration, committed)
+    if entropy_mass:
+      committed = jnp.where(starts, jnp.broadcast_to(h, starts.shape),
+                            jnp.where(closes, 0, committed))
+      low_run_entropy = jnp.where(reset, 0, low_run_entropy)
     new_state = _State(
         inside=jnp.where(starts, True, jnp.where(closes, False, state.inside)),
         start=jnp.where(starts, t, state.start),
         duration=jnp.where(starts, 1, jnp.where(closes, 0, duration)),
         low_run=jnp.where(reset, 0, low_run),
-        entropy_committed=jnp.where(starts, jnp.broadcast_to(h, starts.shape),
-                                    jnp.where(closes, 0, committed)),
-        entropy_low_run=jnp.where(reset, 0, low_run_entropy),
-        sums=sums)
+        entropy_committed=committed, entropy_low_run=low_run_entropy, sums=sums)
     if not emit_events:
       return new_state, None
     in_span = state.inside[:, 0] | starts[:, 0]
@@ -177,10 +187,10 @@ def scan_phases(entropies: jax.Array, valid: jax.Array, high: jax.Array, low: ja
     return new_state, events
 
   positions = jnp.arange(time, dtype=jnp.int32)
-  final, events = lax.scan(step, initial, (positions, entropies.T, valid.T))
+  final, events = lax.scan(step, initial, (positions, entropies.T, valid.T), unroll=UNROLL)
   # A phase still open at the end is recorded with its full duration.
-  sums = _add_phase(final.sums, final.inside, final.start, final.duration,
-                    final.entropy_committed + final.entropy_low_run)
+  open_entropy = (final.entropy_committed + final.entropy_low_run) if entropy_mass else None
+  sums = _add_phase(final.sums, final.inside, final.start, final.duration, open_entropy)
   if not emit_events:
     return sums, None, None
   events = jax.tree.map(lambda x: x.T, events)

@@ -28,13 +28,19 @@ class ScoringSpec:
   Attributes:
     max_phases: phases listed per trajectory for setting 0; counts and centroids stay exact.
     with_details: also build setting 0's phase list and `[rows, time]` phase ids.
+    phase_masses: the phase masses (`length`, `entropy`) whose centroids are computed.
   """
 
   max_phases: int = settings_lib.DEFAULT_MAX_PHASES
   with_details: bool = True
+  phase_masses: tuple[str, ...] = settings_lib.PHASE_MASSES
 
   def __post_init__(self):
     settings_lib.validate_max_phases(self.max_phases)
+    unknown = set(self.phase_masses) - set(settings_lib.PHASE_MASSES)
+    if unknown or not self.phase_masses:
+      raise ValueError(f"phase_masses must be a non-empty subset of {settings_lib.PHASE_MASSES}, "
+                       f"got {self.phase_masses!r}.")
 
 
 class SettingsInputs(NamedTuple):
@@ -107,9 +113,10 @@ def score_trajectories(entropies: jax.Array, valid: jax.Array, lengths: jax.Arra
   consecutive_low = jnp.asarray(settings.consecutive_low, jnp.int32)
 
   sums, events, open_phase = phases_lib.scan_phases(
-      entropies, valid, high, low, consecutive_low, emit_events=spec.with_details)
+      entropies, valid, high, low, consecutive_low, emit_events=spec.with_details,
+      entropy_mass="entropy" in spec.phase_masses)
   centroids = {mass: centroids_lib.phase_centroids(sums, lengths, mass, real)
-               for mass in settings_lib.PHASE_MASSES}
+               for mass in spec.phase_masses}
   numerator, denominator = centroids_lib.exact_center_fraction(sums, lengths)
   details = None
   if spec.with_details:
