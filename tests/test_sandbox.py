@@ -92,7 +92,7 @@ def test_stdin_is_empty():
 
 
 def test_writing_to_result_pipe_is_not_success():
-  # The program knows the result descriptor but not the per-run token.
+  # The program can read the result descriptor from argv, but not the token.
   program = (
       "import os, sys\n"
       "os.write(int(sys.argv[2]), b'0' * 32)\n"

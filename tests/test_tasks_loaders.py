@@ -104,7 +104,7 @@ def test_num_problems_rejects_invalid(num_problems):
 
 
 def test_num_problems_beyond_file_is_error():
-  with pytest.raises(ValueError, match="holds only 30 problems"):
+  with pytest.raises(ValueError, match="contains only 30 problems"):
     tasks.get_task("aime2025").load(31)
 
 

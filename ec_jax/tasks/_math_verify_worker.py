@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import resource
+import signal
 import sys
 import threading
 import time
@@ -46,6 +47,9 @@ def _write(message: dict) -> None:
 
 def main(argv: list[str]) -> int:
   parent_pid = int(argv[1])
+  # Ctrl-C reaches the whole foreground process group; the parent decides
+  # when this worker stops, so it does not print a KeyboardInterrupt.
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
   _limit_memory(int(argv[2]))
   threading.Thread(
       target=_exit_when_orphaned, args=(parent_pid,), daemon=True

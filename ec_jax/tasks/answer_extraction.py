@@ -153,12 +153,16 @@ def _extract_from_segment(segment: str) -> str | None:
 def extract_final_answer(text: str) -> str | None:
   r"""Return the cleaned final answer of a math reply, or None.
 
-  The reply is searched in order for: the last complete `\boxed{}` or
-  `\fbox{}`; the last `#### n` line; the last "the answer is X" or
-  "Answer: X"; the whole text when it is a short answer on its own; and
-  finally the last number. When the model runs on after its answer and starts
-  a new question or chat turn, only the text before that point is searched;
-  later prefixes are tried only when the earlier ones hold no answer.
+  The reply is searched for these, in order:
+  - the last complete `\boxed{}` or `\fbox{}`;
+  - the last `#### n` line;
+  - the last "the answer is X" or "Answer: X";
+  - the whole text, when it is a short answer on its own;
+  - the last number.
+
+  When the model runs on after its answer and starts a new question or chat
+  turn, only the text before that point is searched. Longer prefixes are
+  tried only when the shorter ones contain no answer.
   """
   if not text or not text.strip():
     return None

@@ -125,7 +125,7 @@ def take_first(
   if num_problems is not None and num_problems != -1:
     if num_problems > len(selected):
       raise ValueError(
-          f"num_problems={num_problems} but {source} holds only "
+          f"num_problems={num_problems} but {source} contains only "
           f"{len(selected)} problems; lower num_problems or use -1 for all"
       )
     selected = selected[:num_problems]

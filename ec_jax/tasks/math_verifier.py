@@ -4,8 +4,8 @@ math-verify 0.9.0 enforces its timeouts with `signal.alarm`, which only works
 in the main thread, and a parse or comparison can run for minutes (for
 example on `2^{2^{2^{2^{2^{2}}}}}`, whose value sympy tries to compute). So
 the comparisons run in a persistent worker process with math-verify's own
-timeouts off. The parent waits for each verdict at most `timeout_s`; when the
-worker is late it is killed and a fresh one is started for the next request.
+timeouts off. The parent waits for each verdict at most `timeout_s`. A late
+worker is killed, and a fresh one starts with the next request.
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 
 Each program runs in a fresh interpreter (`python -I`, started with
 `subprocess.Popen`, never forked from the caller) in its own session and
-temporary working directory, with an almost empty environment and these
-limits, set in the child before the program starts: CPU time, address space,
-file size, number of processes and open files. The wall-clock timeout kills
+temporary working directory, with an almost empty environment. The child sets
+these limits before the program starts: CPU time, address space, file size,
+number of processes and open files. The wall-clock timeout kills
 the whole process group. Where the OS permits it (`unshare --net`, as root or
 through a user namespace) the child has no network; `ExecutionResult` records
 whether it had none.
@@ -248,7 +248,7 @@ def run_python(
         process.stdin.write((json.dumps(header) + "\n").encode("ascii"))
         process.stdin.close()
       except (BrokenPipeError, OSError):
-        pass  # The child died at start-up; its exit status tells.
+        pass  # The child died at start-up; its exit status is reported below.
       try:
         returncode = process.wait(timeout=limits.timeout_s)
         timed_out = False

@@ -3,7 +3,8 @@
 Each line is a JSON object with `question` (string), `answer` (the bare final
 answer as a string or number; a GSM8K-style solution ending in `#### n` is
 also accepted) and an optional `id` (string or integer). Blank lines are
-skipped. Answers are graded like MATH answers.
+skipped. A record without `id` gets its 0-based index among the records.
+Answers are graded like MATH answers.
 """
 
 from __future__ import annotations
