@@ -50,7 +50,7 @@ def masked_mean(values: jax.Array, lengths: jax.Array,
   mask = used_mask(values, lengths, valid)
   total = jnp.sum(jnp.where(mask, values.astype(dtype), 0), axis=-1)
   count = jnp.sum(mask, axis=-1)
-  return jnp.where(count > 0, total / jnp.maximum(count, 2).astype(dtype), jnp.nan)
+  return jnp.where(count > 0, total / jnp.maximum(count, 1).astype(dtype), jnp.nan)
 
 
 def mean_entropy(entropies: jax.Array, lengths: jax.Array,
