@@ -27,6 +27,12 @@ from ec_jax.tasks import answer_extraction as ax
         ("Answer: 3.5. Hope this helps!", "3.5"),
         (r"The answer is $\frac{3}{4}$ of the pie.", r"\frac{3}{4}"),
         (r"The answer is \(\sqrt{2}\).", r"\sqrt{2}"),
+        ("**Answer**: 18", "18"),
+        ("Final Answer: The final answer is $18$. I hope it is correct.", "18"),
+        ("The answer is 18 dollars, so she is happy.", "18"),
+        ("The answer is 18x.", "18x"),
+        ("The answer is 5 + 2i.", "5 + 2i"),
+        ("The answer is:\n18", "18"),
         # Currency, thousands separators and units.
         ("She makes $1,000 a week. The answer is $1,000.", "1000"),
         (r"\boxed{\$18.00}", "18.00"),

@@ -23,8 +23,8 @@ _RUN_ON_MARKER = re.compile(
 _BOX_COMMAND = re.compile(r"\\(?:boxed|fbox)\s*")
 _HASH_ANSWER = re.compile(r"####[ \t]*([^\n]*)")
 _ANSWER_PHRASE = re.compile(
-    r"\banswer\b(?:[ \t]+(?:is|was|would be|will be)\b[ \t]*:?|[ \t]*[:=])"
-    r"[ \t]*([^\n]*)",
+    r"\banswer\b(?:\*\*)?"
+    r"(?:[ \t]+(?:is|was|would be|will be)\b[ \t]*:?|[ \t]*[:=])",
     re.IGNORECASE,
 )
 # A number as replies write it: optional sign and currency, thousands
@@ -34,6 +34,12 @@ _NUMBER_IN_TEXT = re.compile(
     r"|(?<![\w.])-?\.\d+"
 )
 _SENTENCE_END = re.compile(r"\.(?:\s|$)")
+# A number that starts a phrase's value and is followed by words or
+# punctuation, not by more math: "18 dollars, so ..." gives 18.
+_LEADING_NUMBER = re.compile(
+    r"^(?:\*\*)?\\?\$?\s*(-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?)"
+    r"(?:\*\*)?(?=\s+[A-Za-z]|\s*(?:[,;!?)]|\.(?!\d)|$))"
+)
 _INLINE_MATH = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]")
 _PLAIN_WORD = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}")
 # Replies no longer than this, on one line, with at most this many plain
@@ -111,6 +117,9 @@ def _answer_from_phrase(value: str) -> str | None:
   if math and math.start() == 0:
     inner = next(group for group in math.groups() if group is not None)
     return inner.strip() or None
+  number = _LEADING_NUMBER.match(value)
+  if number:
+    return number.group(1)
   end = _SENTENCE_END.search(value)
   if end:
     value = value[: end.start()]
@@ -138,8 +147,12 @@ def _extract_from_segment(segment: str) -> str | None:
   hashes = [value for value in hashes if value.strip()]
   if hashes:
     return hashes[-1]
+  # The phrase itself is matched, not the rest of its line, so that
+  # "Answer: the final answer is 18" finds both phrases.
   for match in reversed(list(_ANSWER_PHRASE.finditer(segment))):
-    value = _answer_from_phrase(match.group(1))
+    line_end = segment.find("\n", match.end())
+    rest = segment[match.end() : None if line_end < 0 else line_end]
+    value = _answer_from_phrase(rest)
     if value is not None:
       return value
   if _is_bare_answer(segment):
