@@ -2,8 +2,9 @@
 
 The bootstrap resamples problems with replacement, takes the mean of each resample and reports
 the 2.5th and 97.5th percentiles of those means (numpy's linear method) for a 95 % interval. The
-draws come from `np.random.default_rng(seed)` in blocks of a fixed size, so a seed gives the same
-interval on every machine with the same numpy version.
+draws come from `np.random.default_rng(seed)`, so a seed gives the same interval for the same
+numpy version. They are drawn in blocks to bound memory, which yields the same indices as one
+draw of all resamples.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ import numpy as np
 DEFAULT_SAMPLES = 10_000
 DEFAULT_SEED = 0
 DEFAULT_LEVEL = 0.95
-# Resample indices drawn per block, to bound memory; a constant so results do not depend on the
-# machine.
+# Resample indices drawn per block, to bound memory (32 MiB of int64 indices).
 _BLOCK_ELEMENTS = 1 << 22
 
 
