@@ -136,6 +136,14 @@ def test_unequal_integers_skip_math_verify(verifier):
   assert verifier.num_timeouts == timeouts
 
 
+def test_verdicts_are_cached(verifier):
+  requests = verifier.num_requests
+  for _ in range(3):
+    outcome = verifier.verify(r"\frac{1}{3}", "0.333333333", timeout_s=5)
+    assert outcome is math_verifier.VerifyOutcome.EQUAL
+  assert verifier.num_requests == requests + 1
+
+
 def test_hanging_answer_times_out(verifier):
   task = math_tasks.Math500Task(verify_timeout_s=0.5, verifier=verifier)
   timeouts = verifier.num_timeouts
@@ -143,6 +151,10 @@ def test_hanging_answer_times_out(verifier):
   assert not grade.correct
   assert grade.method == "timeout"
   assert verifier.num_timeouts == timeouts + 1
+  # Timeouts are not cached: the same input is tried again.
+  grade = task.grade_details(rf"\boxed{{{HANGING_ANSWER}}}", _problem("7"))
+  assert grade.method == "timeout"
+  assert verifier.num_timeouts == timeouts + 2
   # The killed worker is replaced, and the next comparison works.
   assert task.grade(r"\boxed{\frac{14}{2}}", _problem(r"\sqrt{49}"))
 

@@ -120,6 +120,17 @@ def test_fake_success_message_fails(task, problems):
   assert "All tests passed" in result.stdout
 
 
+def test_main_guard_demo_is_skipped(task, problems):
+  problem = problems["HumanEval/2"]
+  reply = (
+      "```python\ndef truncate_number(number: float) -> float:\n"
+      "    return number % 1.0\n\n"
+      "if __name__ == '__main__':\n"
+      "    print(truncate_number(float(input())))\n```"
+  )
+  assert task.grade(reply, problem)
+
+
 def test_reply_without_code_fails(task, problems):
   problem = problems["HumanEval/2"]
   reply = "I would use the modulo operator to keep the fractional part."

@@ -50,7 +50,9 @@ def main() -> None:
   exit_now = os._exit
   harness_pid = os.getpid()
   stdout, stderr = sys.stdout, sys.stderr
-  namespace = {"__name__": "__main__", "__builtins__": __builtins__}
+  # Not "__main__": a reply's `if __name__ == "__main__":` demo code (which
+  # may call input()) is skipped, as when the code is imported.
+  namespace = {"__name__": "__candidate__", "__builtins__": __builtins__}
 
   exec(code, namespace)  # pylint: disable=exec-used
 

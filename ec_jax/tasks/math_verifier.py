@@ -11,6 +11,7 @@ worker is killed, and a fresh one starts with the next request.
 from __future__ import annotations
 
 import atexit
+import collections
 import enum
 import json
 import os
@@ -26,6 +27,7 @@ from absl import logging
 _WORKER_SCRIPT = pathlib.Path(__file__).with_name("_math_verify_worker.py")
 DEFAULT_MEMORY_BYTES = 4 * 1024**3
 DEFAULT_STARTUP_TIMEOUT_S = 120.0
+DEFAULT_CACHE_SIZE = 65536
 # Requests are JSON lines; a reply longer than this is a broken worker.
 _MAX_REPLY_BYTES = 1 << 20
 
@@ -47,6 +49,8 @@ class MathVerifier:
   """Compares a gold answer with a predicted one in a killable worker process.
 
   Thread-safe: requests from several threads are served one at a time.
+  EQUAL and NOT_EQUAL verdicts are cached by `(gold, answer)`, because the
+  N samples of a problem often repeat an answer; timeouts and errors are not.
   """
 
   def __init__(
@@ -54,6 +58,7 @@ class MathVerifier:
       *,
       memory_bytes: int = DEFAULT_MEMORY_BYTES,
       startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S,
+      cache_size: int = DEFAULT_CACHE_SIZE,
   ):
     """Set up a verifier; the worker starts on the first request.
 
@@ -61,6 +66,8 @@ class MathVerifier:
       memory_bytes: address-space limit of the worker (RLIMIT_AS); 0 for none.
       startup_timeout_s: seconds to wait for a new worker to import
         math-verify; not counted in a request's timeout.
+      cache_size: the maximum number of cached verdicts; 0 turns the cache
+        off.
     """
     self._memory_bytes = memory_bytes
     self._startup_timeout_s = startup_timeout_s
@@ -68,6 +75,11 @@ class MathVerifier:
     self._process: subprocess.Popen[bytes] | None = None
     self._buffer = b""
     self._next_id = 0
+    self._cache_size = cache_size
+    self._cache: collections.OrderedDict[
+        tuple[str, str], VerifyOutcome
+    ] = collections.OrderedDict()
+    self.num_requests = 0
     self.num_timeouts = 0
     self.num_starts = 0
     atexit.register(self.close)
@@ -84,47 +96,64 @@ class MathVerifier:
     if timeout_s <= 0:
       raise ValueError(f"timeout_s must be positive, got {timeout_s}")
     with self._lock:
-      self._ensure_started()
-      request_id = self._next_id
-      self._next_id += 1
-      request = {"id": request_id, "gold": gold, "answer": answer}
-      try:
-        self._process.stdin.write((json.dumps(request) + "\n").encode("utf-8"))
-        self._process.stdin.flush()
-      except (BrokenPipeError, OSError) as error:
-        logging.warning("math-verify worker died before a request: %s", error)
-        self._kill()
-        return VerifyOutcome.ERROR
-      try:
-        reply = self._read_line(deadline=time.monotonic() + timeout_s)
-      except EOFError as error:
-        logging.warning(
-            "math-verify worker exited while comparing answer %.200r with "
-            "gold %.200r (%s); the answer is graded incorrect",
-            answer, gold, error,
-        )
-        self._kill()
-        return VerifyOutcome.ERROR
-      if reply is None:
-        self.num_timeouts += 1
-        logging.warning(
-            "math-verify timed out after %gs comparing answer %.200r with "
-            "gold %.200r; the answer is graded incorrect",
-            timeout_s, answer, gold,
-        )
-        self._kill()
-        return VerifyOutcome.TIMEOUT
-      message = json.loads(reply)
-      if message.get("id") != request_id:
-        self._kill()
-        raise WorkerError(f"math-verify worker replied out of order: {message}")
-      if "error" in message:
-        logging.warning(
-            "math-verify failed comparing answer %.200r with gold %.200r: %s",
-            answer, gold, message["error"],
-        )
-        return VerifyOutcome.ERROR
-      return VerifyOutcome.EQUAL if message["equal"] else VerifyOutcome.NOT_EQUAL
+      key = (gold, answer)
+      if key in self._cache:
+        self._cache.move_to_end(key)
+        return self._cache[key]
+      outcome = self._request(gold, answer, timeout_s)
+      if self._cache_size > 0 and outcome in (
+          VerifyOutcome.EQUAL,
+          VerifyOutcome.NOT_EQUAL,
+      ):
+        self._cache[key] = outcome
+        if len(self._cache) > self._cache_size:
+          self._cache.popitem(last=False)
+      return outcome
+
+  def _request(self, gold: str, answer: str, timeout_s: float) -> VerifyOutcome:
+    """Send one comparison to the worker; the caller holds the lock."""
+    self._ensure_started()
+    self.num_requests += 1
+    request_id = self._next_id
+    self._next_id += 1
+    request = {"id": request_id, "gold": gold, "answer": answer}
+    try:
+      self._process.stdin.write((json.dumps(request) + "\n").encode("utf-8"))
+      self._process.stdin.flush()
+    except (BrokenPipeError, OSError) as error:
+      logging.warning("math-verify worker died before a request: %s", error)
+      self._kill()
+      return VerifyOutcome.ERROR
+    try:
+      reply = self._read_line(deadline=time.monotonic() + timeout_s)
+    except EOFError as error:
+      logging.warning(
+          "math-verify worker exited while comparing answer %.200r with "
+          "gold %.200r (%s); the answer is graded incorrect",
+          answer, gold, error,
+      )
+      self._kill()
+      return VerifyOutcome.ERROR
+    if reply is None:
+      self.num_timeouts += 1
+      logging.warning(
+          "math-verify timed out after %gs comparing answer %.200r with "
+          "gold %.200r; the answer is graded incorrect",
+          timeout_s, answer, gold,
+      )
+      self._kill()
+      return VerifyOutcome.TIMEOUT
+    message = json.loads(reply)
+    if message.get("id") != request_id:
+      self._kill()
+      raise WorkerError(f"math-verify worker replied out of order: {message}")
+    if "error" in message:
+      logging.warning(
+          "math-verify failed comparing answer %.200r with gold %.200r: %s",
+          answer, gold, message["error"],
+      )
+      return VerifyOutcome.ERROR
+    return VerifyOutcome.EQUAL if message["equal"] else VerifyOutcome.NOT_EQUAL
 
   def close(self) -> None:
     """Stop the worker process, if one is running."""

@@ -197,7 +197,9 @@ def run_python(
 
   Args:
     source: the program text. For a test it ends with the call that runs the
-      tests, so returning normally means the tests passed.
+      tests, so returning normally means the tests passed. It runs with
+      `__name__` set to `"__candidate__"`, so `if __name__ == "__main__":`
+      blocks are skipped.
     limits: resource limits and the timeout.
 
   Returns:
