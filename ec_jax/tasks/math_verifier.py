@@ -117,6 +117,7 @@ class MathVerifier:
     request_id = self._next_id
     self._next_id += 1
     request = {"id": request_id, "gold": gold, "answer": answer}
+
     try:
       self._process.stdin.write((json.dumps(request) + "\n").encode("utf-8"))
       self._process.stdin.flush()
@@ -124,6 +125,7 @@ class MathVerifier:
       logging.warning("math-verify worker died before a request: %s", error)
       self._kill()
       return VerifyOutcome.ERROR
+
     try:
       reply = self._read_line(deadline=time.monotonic() + timeout_s)
     except EOFError as error:
@@ -143,6 +145,7 @@ class MathVerifier:
       )
       self._kill()
       return VerifyOutcome.TIMEOUT
+
     message = json.loads(reply)
     if message.get("id") != request_id:
       self._kill()

@@ -10,7 +10,7 @@ through a user namespace) the child has no network; `ExecutionResult` records
 whether it had none.
 
 A program passes only when the trusted harness (`_sandbox_harness.py`) writes
-a random per-run token to a pipe after the program returned; printed text and
+a random per-run token to a pipe after the program returned. Printed text and
 the exit status are never trusted. `run_python` is thread-safe: it uses no
 `preexec_fn`, so several programs can run from a thread pool.
 
