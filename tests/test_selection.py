@@ -53,9 +53,6 @@ def _oracle_delta(values, present, delta, fractions_row=None):
   members = _candidates(values, present, fractions_row)
   if not members:
     return -1
-  if fractions_row is not None:
-    values = [float(f.numerator) / float(f.denominator) if f is not None else math.nan
-              for f in fractions_row]
   total = 0.0
   for j in members:
     total += values[j]
@@ -185,6 +182,21 @@ def test_exact_key_lowest_without_x64(table):
   key = (numerator.astype(np.int32), denominator.astype(np.int32))
   with jax.enable_x64(False):
     assert np.asarray(_select_lowest_jit(centroids, present, key)).tolist() == expected
+
+
+@hypothesis.settings(deadline=None, max_examples=30)
+@hypothesis.given(rational_tables(), st.sampled_from(DELTAS))
+def test_exact_key_scaled_or_unsigned_orders_same(table, delta):
+  # A positive multiple of the centroid orders the same way: pairs such as
+  # (sum d(2s + d), sum d * L), whose ratio is twice the centroid, are valid keys.
+  centroids, present, numerator, denominator = table
+  key = (numerator, denominator)
+  scaled = (numerator.astype(np.uint32), (2 * denominator).astype(np.uint32))
+  with jax.enable_x64(True):
+    expected = np.asarray(_select_delta_jit(centroids, present, delta, key)).tolist()
+    assert np.asarray(_select_delta_jit(centroids, present, delta, scaled)).tolist() == expected
+  host = selection.select_lowest_centroid_delta_host(centroids, present, delta, scaled)
+  assert host.tolist() == expected
 
 
 def test_exact_key_restores_float32_tie():

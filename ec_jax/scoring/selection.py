@@ -15,12 +15,15 @@ Two layers share one set of rules:
 With x64 enabled the JAX and host rules return the same indices, because both sum the centroids
 for the mean in trajectory order, in float64.
 
-Exact ties. The headline centroid is an exact rational num / den with integer num and den.
-float32 (and, rarely, float64) rounding can turn equal rationals into different floats or
-different rationals into equal floats, which moves the lowest-index tie-break. Every rule accepts
-`exact_key=(numerator, denominator)`, two non-negative integer `[problems, N]` arrays with
-denominator > 0 for trajectories that have a centroid. Given it, the rules order trajectories by
-comparing cross-multiplied integers, never by rounded floats.
+Exact ties. The headline centroid is an exact rational with integer numerator and
+denominator. float32 (and, rarely, float64) rounding can turn equal rationals into different
+floats or different rationals into equal floats, which moves the lowest-index tie-break. The
+centroid rules accept `exact_key=(numerator, denominator)`: two non-negative integer
+`[problems, N]` arrays whose ratio orders the trajectories exactly as the centroids do (the
+centroid itself or any fixed positive multiple of it), with denominator > 0 where a centroid
+exists. Given it, the rules order trajectories by comparing cross-multiplied integers, never by
+rounded floats. The key only orders: the mean and the comparison with delta still use the float
+centroids.
 """
 
 from __future__ import annotations
@@ -171,9 +174,9 @@ def select_lowest(scores: jax.Array, present: jax.Array,
   Args:
     scores: `[problems, N]` floats; NaN or infinite means no score.
     present: `[problems, N]` bools.
-    exact_key: optional `(numerator, denominator)` integer `[problems, N]` arrays. Given it, a
-      trajectory also needs denominator > 0, and the order is that of numerator / denominator,
-      compared exactly.
+    exact_key: optional `(numerator, denominator)` integer `[problems, N]` arrays whose ratio
+      orders the trajectories (see module docstring). Given it, a trajectory also needs
+      denominator > 0, and the order is that of numerator / denominator, compared exactly.
 
   Returns:
     `[problems]` int32: the index, the lowest on ties, or -1 when no trajectory qualifies.
@@ -221,9 +224,8 @@ def select_lowest_centroid_delta(centroids: jax.Array, present: jax.Array, delta
     centroids: `[problems, N]` floats; NaN means no centroid.
     present: `[problems, N]` bools.
     delta: a float >= 0, concrete or traced.
-    exact_key: optional exact `(numerator, denominator)` of the centroids (see module
-      docstring). Given it, the mean and the comparison with delta use numerator / denominator
-      divided in the widest float, and the kept trajectories are ordered exactly.
+    exact_key: optional exact ordering key of the centroids (see module docstring). Given it,
+      a trajectory also needs denominator > 0, and the kept trajectories are ordered exactly.
 
   Returns:
     `[problems]` int32: the selected index or -1.
@@ -233,12 +235,10 @@ def select_lowest_centroid_delta(centroids: jax.Array, present: jax.Array, delta
   dtype = _widest_float()
   centroids = jnp.asarray(centroids)
   candidates = jnp.asarray(present, bool) & jnp.isfinite(centroids)
-  if exact_key is None:
-    values = centroids.astype(dtype)
-  else:
+  values = centroids.astype(dtype)
+  if exact_key is not None:
     numerator, denominator = _exact_key_arrays(exact_key, centroids.shape)
     candidates = candidates & (denominator > 0)
-    values = numerator.astype(dtype) / jnp.maximum(denominator, 1).astype(dtype)
 
   # A sequential sum fixes the order of additions, so the host rule reproduces it bit for bit.
   def add(total, column):
@@ -294,7 +294,7 @@ def ascending_ranks(values: np.ndarray, candidates: np.ndarray,
   Args:
     values: `[problems, N]` float64.
     candidates: `[problems, N]` bools; only these are ranked.
-    exact_key: optional exact `(numerator, denominator)` replacing `values` in the order.
+    exact_key: optional exact ordering key replacing `values` in the order.
 
   Returns:
     `[problems, N]` int64 ranks 0, 1, ... per problem, and N for non-candidates.
@@ -329,12 +329,9 @@ def _centroid_candidates(centroids: np.ndarray, present: np.ndarray,
                          exact_key: HostExactKey | None) -> tuple[np.ndarray, np.ndarray]:
   """Return which trajectories have a centroid and the float64 values used for the mean."""
   candidates = present & np.isfinite(centroids)
-  if exact_key is None:
-    return candidates, centroids
-  numerator, denominator = exact_key
-  candidates = candidates & (denominator > 0)
-  values = numerator.astype(np.float64) / np.maximum(denominator, 1).astype(np.float64)
-  return candidates, values
+  if exact_key is not None:
+    candidates = candidates & (exact_key[1] > 0)
+  return candidates, centroids
 
 
 def select_lowest_host(scores, present, exact_key: HostExactKey | None = None) -> np.ndarray:
@@ -462,7 +459,7 @@ def centroid_vote(answers: Sequence[Sequence[Hashable | None]], centroids, prese
     centroids: `[problems, N]` floats, NaN for no centroid.
     present: `[problems, N]` bools.
     fraction: share of the centroided trajectories that vote, in (0, 1].
-    exact_key: optional exact `(numerator, denominator)` of the centroids.
+    exact_key: optional exact ordering key of the centroids (see module docstring).
 
   Returns:
     `[problems]` int64; -1 when no trajectory has a centroid or no voter has an answer.
@@ -654,7 +651,7 @@ def cross_validated_delta(centroids, present, labels, labelled, *,
     folds: K.
     seed: the fold seed.
     grid: the candidate deltas.
-    exact_key: optional exact `(numerator, denominator)` of the centroids.
+    exact_key: optional exact ordering key of the centroids (see module docstring).
 
   Returns:
     A DeltaChoice; unavailable with fewer than two labelled problems.
@@ -839,7 +836,7 @@ def evaluate_methods(
     problem_uids: `[problems]` uids, seeding the `random` pick.
     centroids: `[problems, N]` floats of the configured centroid, NaN for none; None makes the
       centroid methods unavailable.
-    exact_key: optional exact `(numerator, denominator)` of the centroids.
+    exact_key: optional exact ordering key of the centroids (see module docstring).
     answers: per problem, N normalised answers or None; None makes the votes unavailable.
     scores: score method name (see SCORE_METHOD_DIRECTIONS) -> `[problems, N]` floats (NaN for
       no score), or a string giving the reason the method is unavailable. A missing name is
