@@ -85,6 +85,12 @@ def test_huge_output_is_capped():
   assert len(result.stdout) == 1000
 
 
+def test_lone_surrogate_in_source_fails_cleanly():
+  result = sandbox.run_python("text = '\ud800'\nassert False\n", LIMITS)
+  assert not result.passed
+  assert "AssertionError" in result.stderr
+
+
 def test_stdin_is_empty():
   result = sandbox.run_python("value = input()\n", LIMITS)
   assert not result.passed

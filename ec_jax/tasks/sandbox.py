@@ -211,7 +211,8 @@ def run_python(
   with tempfile.TemporaryDirectory(prefix="ec_jax_sandbox_") as workdir:
     workdir_path = pathlib.Path(workdir)
     program_path = workdir_path / "program.py"
-    program_path.write_text(source, encoding="utf-8")
+    # Decoded model output can hold lone surrogates, which UTF-8 cannot encode.
+    program_path.write_text(source, encoding="utf-8", errors="replace")
     stdout_path = workdir_path / "stdout.txt"
     stderr_path = workdir_path / "stderr.txt"
     env = {
