@@ -5,6 +5,7 @@ import pytest
 
 from ec_jax.report import statistics
 from ec_jax.report import summary
+from ec_jax.report import table
 from ec_jax.scoring import selection
 
 
@@ -145,3 +146,18 @@ def test_headline_difference_unavailable_method():
   result = summary.headline_difference(evaluation.summaries, evaluation.problem_scores,
                                        method="deepconf_max", samples=10, seed=0)
   assert "was not evaluated" in result["unavailable"]
+
+
+def test_methods_table_lists_every_method():
+  methods = {
+      "pass@1": {"accuracy": 0.41666, "correct": 1.25, "total": 3, "unanswered": 0,
+                 "unlabelled": 1, "interval": [0.25, 0.6]},
+      "lowest_centroid": {"accuracy": None, "correct": 0, "total": 0, "unanswered": 0,
+                          "unlabelled": 4, "interval": None},
+      "self_certainty": {"unavailable": "imported top-k traces"},
+  }
+  lines = table.format_methods_table(methods).splitlines()
+  assert len(lines) == 5
+  assert lines[2] == "| pass@1 | 41.7 | 25.0 to 60.0 | 1.25 / 3 | 0 | 1 |"
+  assert lines[3] == "| lowest_centroid | n/a |  | 0 / 0 | 0 | 4 |"
+  assert lines[4].startswith("| self_certainty | unavailable: imported top-k traces")
