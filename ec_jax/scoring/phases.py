@@ -24,7 +24,6 @@ from jax import lax
 # Exact integer sums fit uint32 while sum(d * (2s + d)) <= T**2 < 2**32, i.e. T < 2**16; longer
 # sequences need x64 for int64 sums.
 MAX_TIME_UINT32 = 65535
-UNROLL = 1
 
 
 class PhaseSums(NamedTuple):
@@ -187,7 +186,7 @@ def scan_phases(entropies: jax.Array, valid: jax.Array, high: jax.Array, low: ja
     return new_state, events
 
   positions = jnp.arange(time, dtype=jnp.int32)
-  final, events = lax.scan(step, initial, (positions, entropies.T, valid.T), unroll=UNROLL)
+  final, events = lax.scan(step, initial, (positions, entropies.T, valid.T))
   # A phase still open at the end is recorded with its full duration.
   open_entropy = (final.entropy_committed + final.entropy_low_run) if entropy_mass else None
   sums = _add_phase(final.sums, final.inside, final.start, final.duration, open_entropy)
@@ -225,18 +224,20 @@ def phase_details(events: PhaseEvents, open_phase: OpenPhase, valid: jax.Array,
     max_phases: static size of the phase list.
   """
   rows, time = valid.shape
-  # Phase list: closed phases in order, then the open one.
-  slot = jnp.cumsum(events.closed.astype(jnp.int32), axis=1) - 1
-  slot = jnp.where(events.closed & (slot < max_phases), slot, max_phases)
-  row_index = jnp.broadcast_to(jnp.arange(rows)[:, None], (rows, time))
-  pairs = jnp.stack([events.start, events.duration], axis=-1)
-  phases = jnp.full((rows, max_phases + 1, 2), -1, jnp.int32)
-  phases = phases.at[row_index, slot].set(pairs, mode="drop")
-  closed_count = jnp.sum(events.closed, axis=1, dtype=jnp.int32)
-  open_slot = jnp.where(open_phase.inside & (closed_count < max_phases), closed_count, max_phases)
-  open_pair = jnp.stack([open_phase.start, open_phase.duration], axis=-1)
-  phases = phases.at[jnp.arange(rows), open_slot].set(open_pair, mode="drop")
-  phases = phases[:, :max_phases]
+  # Phase list: closed phases in order, then the open one. The k-th closing position is found by
+  # binary search in the running count of closings (a scatter is much slower on CPU).
+  closed_count_so_far = jnp.cumsum(events.closed.astype(jnp.int32), axis=1)
+  ranks = jnp.arange(1, max_phases + 1, dtype=jnp.int32)
+  find = jax.vmap(lambda counts: jnp.searchsorted(counts, ranks, side="left"))
+  position = jnp.minimum(find(closed_count_so_far), time - 1)
+  closed_count = closed_count_so_far[:, -1]
+  listed = ranks[None, :] <= closed_count[:, None]
+  pairs = jnp.stack([jnp.take_along_axis(events.start, position, axis=1),
+                     jnp.take_along_axis(events.duration, position, axis=1)], axis=-1)
+  phases = jnp.where(listed[..., None], pairs, -1)
+  open_slot = ranks[None, :] - 1 == closed_count[:, None]
+  open_pair = jnp.stack([open_phase.start, open_phase.duration], axis=-1)[:, None, :]
+  phases = jnp.where((open_slot & open_phase.inside[:, None])[..., None], open_pair, phases)
   overflow = jnp.maximum(num_phases - max_phases, 0)
 
   # Per-token ids. `valid_count[t]` counts valid positions up to and including t. A phase's last
