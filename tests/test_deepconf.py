@@ -162,3 +162,14 @@ def test_deepconf_rejects_bad_sizes(name, kwargs):
 def test_deepconf_rejects_wrong_rank():
   with pytest.raises(ValueError, match="rows, time"):
     deepconf.deepconf_scores(np.ones(4), np.array([4]))
+
+
+@pytest.mark.parametrize("dtype,x64", [(np.float32, False), (np.float64, True)])
+def test_order_keys_sort_like_floats(dtype, x64):
+  values = np.array([-np.inf, -3.5, -1e-30, -0.0, 0.0, 1e-30, 0.25, 7.0, np.inf], dtype=dtype)
+  with jax.enable_x64(x64):
+    keys = np.asarray(deepconf._order_keys(jnp.asarray(values)))
+    restored = np.asarray(deepconf._from_order_keys(jnp.asarray(keys), jnp.dtype(dtype)))
+  assert keys.dtype.itemsize == np.dtype(dtype).itemsize
+  assert np.all(keys[1:] > keys[:-1])
+  assert restored.tobytes() == values.tobytes()
