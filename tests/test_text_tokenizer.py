@@ -1,9 +1,9 @@
 """Tokenizers built from GGUF metadata and tokenizer.json, on a small BPE vocabulary trained here.
 
-The reference for each pre-tokenizer name is a `tokenizers.Tokenizer` configured the way the
-published tokenizer.json files of those model families are (GPT-2's built-in byte-level split,
-Qwen2's case-insensitive split expression, SmolLM's single digits before GPT-2's split), with the
-same trained vocabulary and merges. ec_jax builds its tokenizer from the GGUF metadata alone, so
+The reference for each pre-tokenizer name is a `tokenizers.Tokenizer` with the same trained
+vocabulary and merges, configured as the published tokenizer.json files of that model family
+are. Those use GPT-2's built-in byte-level split, Qwen2's case-insensitive split expression, or
+SmolLM's single digits before GPT-2's split. ec_jax builds its tokenizer from the GGUF metadata alone, so
 equal ids check the metadata reading, the pre-tokenizer table and the added tokens.
 """
 
@@ -59,6 +59,12 @@ QWEN2_HF_PATTERN = (
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
+# Llama 3's split as its published tokenizer.json writes it: numbers of at most three digits.
+LLAMA3_HF_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
 CHATML_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
@@ -72,6 +78,11 @@ def _reference_pre_tokenizer(pre_name: str) -> hf_pre_tokenizers.PreTokenizer:
   if pre_name == "qwen2":
     return hf_pre_tokenizers.Sequence([
         hf_pre_tokenizers.Split(tokenizers.Regex(QWEN2_HF_PATTERN), behavior="isolated"),
+        hf_pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+  if pre_name == "llama-bpe":
+    return hf_pre_tokenizers.Sequence([
+        hf_pre_tokenizers.Split(tokenizers.Regex(LLAMA3_HF_PATTERN), behavior="isolated"),
         hf_pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
     ])
   if pre_name == "smollm":
@@ -110,7 +121,10 @@ def _vocab_and_merges(tokenizer: tokenizers.Tokenizer) -> tuple[list[str], list[
 
 
 def _reference(trained_tokenizer: tokenizers.Tokenizer, pre_name: str) -> tokenizers.Tokenizer:
-  reference = tokenizers.Tokenizer.from_str(trained_tokenizer.to_str())
+  config = json.loads(trained_tokenizer.to_str())
+  # Llama 3's tokenizer.json takes a piece that is already a vocabulary token as it is.
+  config["model"]["ignore_merges"] = pre_name == "llama-bpe"
+  reference = tokenizers.Tokenizer.from_str(json.dumps(config))
   reference.pre_tokenizer = _reference_pre_tokenizer(pre_name)
   return reference
 
@@ -153,7 +167,7 @@ def write_tiny_gguf(
   return path
 
 
-@pytest.mark.parametrize("pre_name", ["gpt-2", "qwen2", "smollm"])
+@pytest.mark.parametrize("pre_name", ["gpt-2", "qwen2", "smollm", "llama-bpe"])
 def test_gguf_ids_match_reference(trained, tmp_path, pre_name):
   path = write_tiny_gguf(tmp_path / f"{pre_name}.gguf", trained, pre=pre_name)
   tokenizer = text.load_tokenizer(path)

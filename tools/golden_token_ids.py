@@ -3,7 +3,7 @@
 The golden ids come from Hugging Face transformers' own GGUF tokenizer conversion
 (`AutoTokenizer.from_pretrained(folder, gguf_file=...)`), an implementation independent of
 ec_jax.text, so the tests that compare against them check ec_jax's GGUF tokenizer on real files.
-The file also holds the chat prompt that transformers renders with `apply_chat_template` and
+The file also contains the chat prompt that transformers renders with `apply_chat_template` and
 its ids.
 
 One correction is applied to transformers' conversion: for the `smollm` pre-tokenizer it

@@ -198,7 +198,7 @@ def check_prompt_length(num_prompt_tokens: int, max_new_tokens: int, context_len
 
 
 class PromptTokenizer(Protocol):
-  """What `encode_prompt` needs from a tokenizer (`ec_jax.text.Tokenizer` provides it)."""
+  """Tokenizer interface that `encode_prompt` uses (`ec_jax.text.Tokenizer` implements it)."""
 
   def render_chat(self, messages: str | Messages, *, add_generation_prompt: bool = True) -> str:
     ...
@@ -215,8 +215,8 @@ def encode_prompt(
 ) -> list[int]:
   """Renders `messages` with the chat template and encodes them, checking the length first.
 
-  BOS is added only when the tokenizer's metadata asks for it and the rendered text does not
-  already start with it, so a template that writes `{{ bos_token }}` never yields two.
+  BOS is added only when the tokenizer's metadata sets `add_bos` and the rendered text does not
+  already start with BOS, so a template that writes `{{ bos_token }}` never yields two.
 
   Args:
     tokenizer: the model's tokenizer.

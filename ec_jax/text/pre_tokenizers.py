@@ -4,7 +4,7 @@ A GGUF file of a `gpt2`-type (byte-level BPE) vocabulary names its pre-tokenizer
 `tokenizer.ggml.pre`. llama.cpp (src/llama-vocab.cpp, read 2026) maps each name to a list of
 regular expressions that split the text before BPE: each expression splits every piece produced
 by the previous one, and the text between matches stays a piece of its own. The table below
-restates those definitions for the names this project supports; any other name is an error
+restates those definitions for the names this project supports. Any other name is an error
 rather than a guess, because a wrong split silently changes token ids.
 
 Decoding is plain byte-level. llama.cpp's optional clean-up of spaces before punctuation on
@@ -40,7 +40,7 @@ SINGLE_DIGIT_PATTERN = r"\p{N}"
 
 @dataclasses.dataclass(frozen=True)
 class PreTokenizerRule:
-  """How one `tokenizer.ggml.pre` name splits text before byte-level BPE.
+  """Split rule of one `tokenizer.ggml.pre` name, applied before byte-level BPE.
 
   Attributes:
     patterns: regular expressions applied in order; each splits the pieces of the previous one.

@@ -62,7 +62,7 @@ class Tokenizer:
       if token_id is not None and not 0 <= token_id < vocab_size:
         raise TokenizerLoadError(f"{label} id {token_id} of {source} is outside the vocabulary [0, {vocab_size}).")
     if add_bos and bos_id is None:
-      raise TokenizerLoadError(f"{source} asks to add BOS but defines no BOS token.")
+      raise TokenizerLoadError(f"{source} sets add_bos but defines no BOS token.")
     self.backend = backend
     self.bos_id = bos_id
     self.eos_id = eos_ids[0] if eos_ids else None

@@ -155,8 +155,8 @@ def model_path(name: str, cache: os.PathLike[str] | str | None = None) -> pathli
 def is_installed(name: str, cache: os.PathLike[str] | str | None = None) -> bool:
   """Checks that the file of `name` exists with the registered size and a written manifest.
 
-  The manifest is written only after the SHA-256 matched, so this cheap check (no hashing) tells
-  a verified install from a missing or truncated file.
+  The manifest is written only after the SHA-256 matched, so this cheap check (no hashing)
+  distinguishes a verified install from a missing or truncated file.
   """
   path = model_path(name, cache)
   manifest = path.parent / MANIFEST_NAME
@@ -183,7 +183,7 @@ def join_parts(
   """Concatenates `sources` into `destination`, checking the total size and SHA-256.
 
   The bytes go to a temporary file in the destination folder, which is renamed to `destination`
-  only after both checks pass; on any failure the temporary file is removed and `destination`
+  only after both checks pass. On any failure the temporary file is removed and `destination`
   is left as it was.
 
   Args:
