@@ -173,3 +173,11 @@ def test_order_keys_sort_like_floats(dtype, x64):
   assert keys.dtype.itemsize == np.dtype(dtype).itemsize
   assert np.all(keys[1:] > keys[:-1])
   assert restored.tobytes() == values.tobytes()
+
+
+def test_deepconf_zero_time_is_nan():
+  scores = deepconf.deepconf_scores(np.zeros((2, 0)), np.array([0, 0]), window=4, tail=4)
+  for name in deepconf.DEEPCONF_METHODS:
+    assert np.asarray(scores[name]).shape == (2,), name
+    assert np.all(np.isnan(np.asarray(scores[name]))), name
+  assert np.all(np.isnan(np.asarray(deepconf.mean_entropy(np.zeros((2, 0)), np.array([0, 0])))))

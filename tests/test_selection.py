@@ -270,6 +270,10 @@ def test_rules_reject_bad_inputs():
   with pytest.raises(ValueError, match="shape"):
     selection.select_lowest_host(np.zeros((1, 2)), np.ones((1, 2), dtype=bool),
                                  (np.zeros((1, 3), np.int64), np.ones((1, 3), np.int64)))
+  with pytest.raises(ValueError, match="N = 0"):
+    selection.select_lowest(np.zeros((2, 0)), np.ones((2, 0), dtype=bool))
+  with pytest.raises(ValueError, match="N = 0"):
+    selection.select_highest_host(np.zeros((2, 0)), np.ones((2, 0), dtype=bool))
 
 
 # Votes.

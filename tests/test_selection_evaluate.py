@@ -201,3 +201,12 @@ def test_evaluation_rejects_bad_inputs(overrides, message):
 def test_labels_reject_non_boolean_values():
   with pytest.raises(ValueError, match="True, False or None"):
     selection.correctness_labels([[1, 0]], np.ones((1, 2), dtype=bool))
+
+
+def test_evaluation_without_problems_has_no_accuracy():
+  evaluation = selection.evaluate_methods(np.zeros((0, 4), dtype=bool), np.zeros((0, 4), bool),
+                                          problem_uids=[], centroids=np.zeros((0, 4)),
+                                          answers=[])
+  assert evaluation.summaries["lowest_centroid"]["accuracy"] is None
+  assert evaluation.summaries["lowest_centroid"]["total"] == 0
+  assert "unavailable" in evaluation.summaries["lowest_centroid_delta_cv"]

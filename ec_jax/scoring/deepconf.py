@@ -200,6 +200,10 @@ def deepconf_scores(confidence: jax.Array, lengths: jax.Array, valid: jax.Array 
   if confidence.ndim != 2:
     raise ValueError(
         f"confidence must have shape [rows, time], got shape {confidence.shape}.")
+  if confidence.shape[-1] == 0:
+    # No positions: every row is empty and has no score.
+    empty_scores = jnp.full(confidence.shape[:1], jnp.nan, accumulation_dtype())
+    return {name: empty_scores for name in DEEPCONF_METHODS}
   mask = used_mask(confidence, lengths, valid)
   compact, count = _compact(confidence, mask)
   prefix, mean = _prefix_sums(compact, count)

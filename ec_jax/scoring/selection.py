@@ -165,6 +165,8 @@ def _check_table(name: str, table, present) -> None:
     raise ValueError(
         f"{name} and present must both have shape [problems, N], got {jnp.shape(table)} and "
         f"{jnp.shape(present)}.")
+  if jnp.shape(table)[1] == 0:
+    raise ValueError(f"{name} has N = 0 trajectory columns; selection needs N >= 1.")
 
 
 def select_lowest(scores: jax.Array, present: jax.Array,
@@ -267,6 +269,8 @@ def _host_table(name: str, table, present) -> tuple[np.ndarray, np.ndarray]:
     raise ValueError(
         f"{name} and present must both have shape [problems, N], got {table.shape} and "
         f"{present.shape}.")
+  if table.shape[1] == 0:
+    raise ValueError(f"{name} has N = 0 trajectory columns; selection needs N >= 1.")
   return table, present
 
 
@@ -856,6 +860,8 @@ def evaluate_methods(
   present = np.asarray(present, dtype=bool)
   labels, labelled = correctness_labels(correct, present)
   problems, num_samples = present.shape
+  if num_samples == 0:
+    raise ValueError("present has N = 0 trajectory columns; evaluation needs N >= 1.")
   if len(problem_uids) != problems:
     raise ValueError(
         f"problem_uids must have one uid per problem ({problems}), got {len(problem_uids)}.")
