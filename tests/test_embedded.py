@@ -200,7 +200,7 @@ def test_resolve_hf_offline_is_an_error(tmp_path, monkeypatch):
 
   monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
   monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
-  with pytest.raises(embedded.ModelSpecError, match="Could not download Hugging Face checkpoint hf:ec-jax/absent"):
+  with pytest.raises(embedded.ModelSpecError, match="Cannot get 'ec-jax/absent': offline mode is on"):
     embedded.resolve_model_spec("hf:ec-jax/absent")
 
 

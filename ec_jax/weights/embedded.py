@@ -377,30 +377,52 @@ def require_installed(name: str, cache: os.PathLike[str] | str | None = None) ->
   return path
 
 
-def download_hf_snapshot(repo_id: str) -> pathlib.Path:
-  """Downloads (or finds in the Hugging Face cache) the checkpoint files of `repo_id`.
+TOKENIZER_FILE_PATTERNS = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "generation_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+)
 
-  Only the files a causal LM needs are fetched: configs, tokenizer files and safetensors weights.
+
+def download_hf_model(spec: str) -> pathlib.Path:
+  """Downloads (or finds in the Hugging Face cache) a checkpoint and its tokenizer files.
+
+  The weights and `config.json` come through `hf_checkpoint.download_hf_checkpoint`, and a
+  second `snapshot_download` adds the tokenizer files (`TOKENIZER_FILE_PATTERNS`) to the same
+  snapshot folder.
+
+  Args:
+    spec: `hf:ORG/NAME`.
 
   Raises:
-    ModelSpecError: the repository cannot be fetched, e.g. offline or `HF_HUB_OFFLINE=1` with
-      nothing cached.
+    ModelSpecError: the checkpoint or its tokenizer files cannot be fetched, e.g. offline or
+      with `HF_HUB_OFFLINE=1` and nothing cached.
   """
-  # Imported here: huggingface_hub is only needed for `hf:` specs.
+  # Imported here: hf_checkpoint loads JAX and the model, which only `hf:` specs need.
+  from ec_jax.weights import hf_checkpoint  # pylint: disable=g-import-not-at-top
   import huggingface_hub  # pylint: disable=g-import-not-at-top
   from huggingface_hub import errors as hf_errors  # pylint: disable=g-import-not-at-top
 
-  patterns = ["*.json", "*.jinja", "*.safetensors", "*.txt", "*.model"]
   try:
-    folder = huggingface_hub.snapshot_download(repo_id, allow_patterns=patterns)
-  except (hf_errors.HfHubHTTPError, hf_errors.LocalEntryNotFoundError, hf_errors.OfflineModeIsEnabled,
-          hf_errors.HFValidationError, OSError) as e:
+    folder = hf_checkpoint.download_hf_checkpoint(spec)
+  except hf_checkpoint.HubDownloadError as e:
+    raise ModelSpecError(str(e)) from e
+  repo_id = spec[len("hf:"):]
+  try:
+    tokenizer_folder = huggingface_hub.snapshot_download(repo_id, allow_patterns=list(TOKENIZER_FILE_PATTERNS))
+  except (hf_errors.HfHubHTTPError, hf_errors.LocalEntryNotFoundError, OSError) as e:
     raise ModelSpecError(
-        f"Could not download Hugging Face checkpoint hf:{repo_id} ({type(e).__name__}: {e}). "
-        "On a machine without access to the Hub, download the checkpoint folder elsewhere, copy "
-        "it here and set `model` to its path."
+        f"Could not download the tokenizer files of hf:{repo_id} ({type(e).__name__}: {e}). "
+        "Download the checkpoint folder where the Hub is reachable and set `model` to its path."
     ) from e
-  return pathlib.Path(folder)
+  if pathlib.Path(tokenizer_folder) != folder:
+    raise ModelSpecError(
+        f"The weights of hf:{repo_id} are in {folder} but its tokenizer files are in "
+        f"{tokenizer_folder} (the repository changed between the two downloads); run again."
+    )
+  return folder
 
 
 def resolve_model_spec(spec: str, cache: os.PathLike[str] | str | None = None) -> pathlib.Path:
@@ -426,7 +448,7 @@ def resolve_model_spec(spec: str, cache: os.PathLike[str] | str | None = None) -
     repo_id = spec[len("hf:"):]
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
       raise ModelSpecError(f"Invalid Hugging Face spec {spec!r}: expected hf:ORG/NAME, e.g. hf:Qwen/Qwen2.5-0.5B-Instruct.")
-    return download_hf_snapshot(repo_id)
+    return download_hf_model(spec)
 
   path = pathlib.Path(spec).expanduser()
   if path.is_file():
