@@ -57,8 +57,8 @@ SCORE_METHOD_DIRECTIONS = {
     "deepconf_lowest_window": "highest",
     "deepconf_bottom10": "highest",
 }
-CENTROID_METHODS = ("lowest_centroid", "lowest_centroid_delta", "lowest_centroid_delta_cv",
-                    "lowest_centroid_delta_oracle")
+CENTROID_SELECTION_METHODS = ("lowest_centroid", "lowest_centroid_delta",
+                              "lowest_centroid_delta_cv", "lowest_centroid_delta_oracle")
 VOTE_METHODS = ("majority_vote", "centroid_vote")
 
 ExactKey = tuple[jax.Array, jax.Array]
@@ -68,8 +68,9 @@ HostExactKey = tuple[np.ndarray, np.ndarray]
 def method_names(pass_k: Sequence[int], num_samples: int, greedy: bool) -> tuple[str, ...]:
   """Return the summary keys of a run in report order; pass@k with k >= N is left out."""
   names = ["pass@1"]
-  names += [f"pass@{k}" for k in usable_pass_k(pass_k, num_samples) if k != 1]
-  names += ["pass@n", "random", *CENTROID_METHODS, *VOTE_METHODS, *SCORE_METHOD_DIRECTIONS]
+  names += [f"pass@{k}" for k in _pass_k_below(pass_k, num_samples) if k != 1]
+  names += ["pass@n", "random", *CENTROID_SELECTION_METHODS, *VOTE_METHODS,
+            *SCORE_METHOD_DIRECTIONS]
   if greedy:
     names.append("greedy")
   return tuple(names)
@@ -548,19 +549,24 @@ def pass_at_k(n: int, c: int, k: int) -> float:
   return float(1 - fractions.Fraction(math.comb(n - c, k), math.comb(n, k)))
 
 
-def usable_pass_k(pass_k: Sequence[int], num_samples: int) -> tuple[int, ...]:
-  """Return the distinct k of `pass_k` below N in order, logging each k >= N that is skipped."""
+def _pass_k_below(pass_k: Sequence[int], num_samples: int) -> tuple[int, ...]:
+  """Return the distinct k of `pass_k` below N in order, checking that each is an integer >= 1."""
   usable = []
   for k in pass_k:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
       raise ValueError(f"pass_k entries must be integers >= 1, got {k!r}.")
+    if k < num_samples and int(k) not in usable:
+      usable.append(int(k))
+  return tuple(usable)
+
+
+def usable_pass_k(pass_k: Sequence[int], num_samples: int) -> tuple[int, ...]:
+  """Return the distinct k of `pass_k` below N in order, logging each k >= N that is skipped."""
+  for k in sorted({int(k) for k in pass_k if isinstance(k, (int, np.integer))}):
     if k >= num_samples:
       logging.info("Skipping pass@%d: k must be below N = %d (pass@n covers all N).", k,
                    num_samples)
-      continue
-    if int(k) not in usable:
-      usable.append(int(k))
-  return tuple(usable)
+  return _pass_k_below(pass_k, num_samples)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -903,7 +909,7 @@ def evaluate_methods(
   record_selection("random", random_pick(problem_uids, present, seed))
 
   if centroids is None:
-    for name in CENTROID_METHODS + ("centroid_vote",):
+    for name in CENTROID_SELECTION_METHODS + ("centroid_vote",):
       summaries[name] = {"unavailable": "no centroids given"}
   else:
     record_selection("lowest_centroid", select_lowest_host(centroids, present, exact_key))
