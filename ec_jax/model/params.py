@@ -123,6 +123,21 @@ def to_checkpoint_layout(path: ParamPath, array: np.ndarray, config: ModelConfig
   return array
 
 
+def check_params(config: ModelConfig, params: Mapping[ParamPath, Any]) -> None:
+  """Raise ValueError unless params has exactly the decoder's paths, each with its shape."""
+  expected = param_shapes(config)
+  missing = sorted(set(expected) - set(params), key=str)
+  unexpected = sorted(set(params) - set(expected), key=str)
+  if missing or unexpected:
+    raise ValueError(
+        f"Weights do not match the decoder: missing {missing}, unexpected {unexpected}.")
+  for path, shape in expected.items():
+    if tuple(params[path].shape) != shape:
+      raise ValueError(
+          f"Parameter {path} has shape {tuple(params[path].shape)}; the decoder expects "
+          f"{shape}.")
+
+
 def decoder_from_params(
     config: ModelConfig,
     params: Mapping[ParamPath, Any],
@@ -138,20 +153,11 @@ def decoder_from_params(
   Raises:
     ValueError: a parameter is missing, unexpected or has the wrong shape.
   """
+  check_params(config, params)
   graphdef, state = abstract_decoder(config)
-  expected = {path: tuple(value.shape) for path, value in flatten_params(state).items()}
-  missing = sorted(set(expected) - set(params), key=str)
-  unexpected = sorted(set(params) - set(expected), key=str)
-  if missing or unexpected:
-    raise ValueError(
-        f"Weights do not match the decoder: missing {missing}, unexpected {unexpected}.")
   dtype = config.param_jnp_dtype
   values = {}
-  for path, shape in expected.items():
-    value = params[path]
-    if tuple(value.shape) != shape:
-      raise ValueError(
-          f"Parameter {path} has shape {tuple(value.shape)}; the decoder expects {shape}.")
+  for path, value in params.items():
     if not isinstance(value, jax.Array):
       # Casting on the host first avoids a float32 copy on the device.
       value = np.asarray(value).astype(dtype, copy=False)
