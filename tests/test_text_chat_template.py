@@ -40,7 +40,8 @@ def test_qwen_template_default_system_prompt(data_dir):
   template = _template(data_dir, "qwen2.5-coder-0.5b-instruct")
   rendered = chat_template.render_chat_template(template, "Hi", bos_token=None, eos_token=None)
   assert rendered == (
-      "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
+      "<|im_start|>system\n"
+      "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
       "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
   )
 
@@ -82,13 +83,20 @@ def test_template_variables_and_trimming():
 
 def test_tojson_keeps_unicode():
   rendered = chat_template.render_chat_template(
-      "{{ messages[0] | tojson }}", [{"role": "user", "content": "日本 <b>"}], bos_token=None, eos_token=None
+      "{{ messages[0] | tojson }}",
+      [{"role": "user", "content": "日本 <b>"}],
+      bos_token=None,
+      eos_token=None,
   )
   assert rendered == '{"role": "user", "content": "日本 <b>"}'
 
 
 def test_raise_exception_reaches_caller():
-  template = "{% if messages[0].role != 'user' %}{{ raise_exception('first message must be from the user') }}{% endif %}"
+  template = (
+      "{% if messages[0].role != 'user' %}"
+      "{{ raise_exception('first message must be from the user') }}"
+      "{% endif %}"
+  )
   with pytest.raises(chat_template.ChatTemplateError, match="first message must be from the user"):
     chat_template.render_chat_template(
         template, [{"role": "assistant", "content": "x"}], bos_token=None, eos_token=None
@@ -136,7 +144,9 @@ def test_prompt_length_too_many_new_tokens():
 
 
 def test_prompt_length_prompt_alone_too_long():
-  with pytest.raises(chat_template.PromptTooLongError, match="shorten the prompt to at most 96 tokens"):
+  with pytest.raises(
+      chat_template.PromptTooLongError, match="shorten the prompt to at most 96 tokens"
+  ):
     chat_template.check_prompt_length(200, 32, 128)
 
 

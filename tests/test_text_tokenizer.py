@@ -3,8 +3,8 @@
 The reference for each pre-tokenizer name is a `tokenizers.Tokenizer` with the same trained
 vocabulary and merges, configured as the published tokenizer.json files of that model family
 are. Those use GPT-2's built-in byte-level split, Qwen2's case-insensitive split expression, or
-SmolLM's single digits before GPT-2's split. ec_jax builds its tokenizer from the GGUF metadata alone, so
-equal ids check the metadata reading, the pre-tokenizer table and the added tokens.
+SmolLM's single digits before GPT-2's split. ec_jax builds its tokenizer from the GGUF metadata
+alone, so equal ids check the metadata reading, the pre-tokenizer table and the added tokens.
 """
 
 from __future__ import annotations
@@ -66,7 +66,8 @@ LLAMA3_HF_PATTERN = (
 )
 
 CHATML_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% for message in messages %}"
+    "<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 BOS_CHATML_TEMPLATE = "{{ bos_token }}" + CHATML_TEMPLATE
@@ -76,26 +77,32 @@ def _reference_pre_tokenizer(pre_name: str) -> hf_pre_tokenizers.PreTokenizer:
   if pre_name == "gpt-2":
     return hf_pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
   if pre_name == "qwen2":
-    return hf_pre_tokenizers.Sequence([
-        hf_pre_tokenizers.Split(tokenizers.Regex(QWEN2_HF_PATTERN), behavior="isolated"),
-        hf_pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
+    return hf_pre_tokenizers.Sequence(
+        [
+            hf_pre_tokenizers.Split(tokenizers.Regex(QWEN2_HF_PATTERN), behavior="isolated"),
+            hf_pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
   if pre_name == "llama-bpe":
-    return hf_pre_tokenizers.Sequence([
-        hf_pre_tokenizers.Split(tokenizers.Regex(LLAMA3_HF_PATTERN), behavior="isolated"),
-        hf_pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
+    return hf_pre_tokenizers.Sequence(
+        [
+            hf_pre_tokenizers.Split(tokenizers.Regex(LLAMA3_HF_PATTERN), behavior="isolated"),
+            hf_pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
   if pre_name == "smollm":
-    return hf_pre_tokenizers.Sequence([
-        hf_pre_tokenizers.Digits(individual_digits=True),
-        hf_pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-    ])
+    return hf_pre_tokenizers.Sequence(
+        [
+            hf_pre_tokenizers.Digits(individual_digits=True),
+            hf_pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ]
+    )
   raise ValueError(pre_name)
 
 
 @pytest.fixture(scope="module")
 def trained() -> tokenizers.Tokenizer:
-  """A byte-level BPE tokenizer trained on CORPUS with GPT-2's split, plus one user-defined token."""
+  """Byte-level BPE tokenizer trained on CORPUS with GPT-2's split, plus a user-defined token."""
   tokenizer = tokenizers.Tokenizer(models.BPE())
   tokenizer.pre_tokenizer = hf_pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
   tokenizer.decoder = decoders.ByteLevel()
@@ -187,7 +194,9 @@ def test_gguf_round_trip(trained, tmp_path, pre_name):
 def test_pre_tokenizer_name_changes_ids(trained, tmp_path):
   ids = {}
   for pre_name in ["gpt-2", "qwen2", "smollm"]:
-    tokenizer = text.load_tokenizer(write_tiny_gguf(tmp_path / f"{pre_name}.gguf", trained, pre=pre_name))
+    tokenizer = text.load_tokenizer(
+        write_tiny_gguf(tmp_path / f"{pre_name}.gguf", trained, pre=pre_name)
+    )
     ids[pre_name] = tokenizer.encode("a  12 b   345")
   assert ids["gpt-2"] != ids["smollm"]
   assert ids["gpt-2"] != ids["qwen2"]
@@ -230,7 +239,9 @@ def test_stop_ids_include_end_of_text(trained, tmp_path):
 
 
 def test_add_bos_from_metadata(trained, tmp_path):
-  tokenizer = text.load_tokenizer(write_tiny_gguf(tmp_path / "t.gguf", trained, pre="qwen2", add_bos=True))
+  tokenizer = text.load_tokenizer(
+      write_tiny_gguf(tmp_path / "t.gguf", trained, pre="qwen2", add_bos=True)
+  )
   assert tokenizer.add_bos
   assert tokenizer.encode("hello")[0] == tokenizer.bos_id
   assert tokenizer.encode("hello", add_bos=False)[0] != tokenizer.bos_id
@@ -240,7 +251,9 @@ def test_add_bos_from_metadata(trained, tmp_path):
 def test_prompt_has_one_bos(trained, tmp_path):
   messages = [{"role": "user", "content": "What is 48 + 24?"}]
   for template in [CHATML_TEMPLATE, BOS_CHATML_TEMPLATE]:
-    path = write_tiny_gguf(tmp_path / "t.gguf", trained, pre="qwen2", add_bos=True, template=template)
+    path = write_tiny_gguf(
+        tmp_path / "t.gguf", trained, pre="qwen2", add_bos=True, template=template
+    )
     tokenizer = text.load_tokenizer(path)
     ids = tokenizer.encode_prompt(messages, max_new_tokens=8)
     assert ids[0] == tokenizer.bos_id
@@ -250,7 +263,9 @@ def test_prompt_has_one_bos(trained, tmp_path):
 
 
 def test_prompt_too_long(trained, tmp_path):
-  tokenizer = text.load_tokenizer(write_tiny_gguf(tmp_path / "t.gguf", trained, pre="qwen2", context_length=64))
+  tokenizer = text.load_tokenizer(
+      write_tiny_gguf(tmp_path / "t.gguf", trained, pre="qwen2", context_length=64)
+  )
   messages = "The dog sleeps. " * 4
   num_prompt_tokens = len(tokenizer.encode(tokenizer.render_chat(messages)))
   assert num_prompt_tokens < 64
@@ -260,11 +275,16 @@ def test_prompt_too_long(trained, tmp_path):
   assert f"Prompt has {num_prompt_tokens} tokens" in message
   assert "context length 64" in message
   assert f"set max_new_tokens to at most {64 - num_prompt_tokens}" in message
-  assert len(tokenizer.encode_prompt(messages, max_new_tokens=64 - num_prompt_tokens)) == num_prompt_tokens
+  assert (
+      len(tokenizer.encode_prompt(messages, max_new_tokens=64 - num_prompt_tokens))
+      == num_prompt_tokens
+  )
 
 
 def test_no_chat_template_is_an_error(trained, tmp_path):
-  tokenizer = text.load_tokenizer(write_tiny_gguf(tmp_path / "t.gguf", trained, pre="qwen2", template=None))
+  tokenizer = text.load_tokenizer(
+      write_tiny_gguf(tmp_path / "t.gguf", trained, pre="qwen2", template=None)
+  )
   with pytest.raises(text.ChatTemplateError, match="has no chat template"):
     tokenizer.encode_prompt("hi", max_new_tokens=4)
 
@@ -300,12 +320,16 @@ def test_pre_tokenizer_table_rules():
   assert not pre_tokenizers.get_rule("qwen2").ignore_merges
 
 
-def _write_hf_folder(folder: pathlib.Path, trained_tokenizer, *, config_add_bos: bool | None) -> pathlib.Path:
+def _write_hf_folder(
+    folder: pathlib.Path, trained_tokenizer, *, config_add_bos: bool | None
+) -> pathlib.Path:
   folder.mkdir()
   backend = _reference(trained_tokenizer, "qwen2")
   bos_id = backend.token_to_id("<|endoftext|>")
   backend.post_processor = processors.TemplateProcessing(
-      single="<|endoftext|> $A", pair="<|endoftext|> $A $B", special_tokens=[("<|endoftext|>", bos_id)]
+      single="<|endoftext|> $A",
+      pair="<|endoftext|> $A $B",
+      special_tokens=[("<|endoftext|>", bos_id)],
   )
   backend.save(str(folder / "tokenizer.json"))
   tokenizer_config = {"bos_token": "<|endoftext|>", "eos_token": {"content": "<|im_end|>"}}
@@ -313,7 +337,9 @@ def _write_hf_folder(folder: pathlib.Path, trained_tokenizer, *, config_add_bos:
     tokenizer_config["add_bos_token"] = config_add_bos
   (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
   (folder / "chat_template.jinja").write_text(CHATML_TEMPLATE)
-  (folder / "config.json").write_text(json.dumps({"max_position_embeddings": 128, "eos_token_id": 1}))
+  (folder / "config.json").write_text(
+      json.dumps({"max_position_embeddings": 128, "eos_token_id": 1})
+  )
   (folder / "generation_config.json").write_text(json.dumps({"eos_token_id": [2, 1]}))
   return folder
 

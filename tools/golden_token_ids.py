@@ -66,9 +66,17 @@ TEXTS = [
 ]
 
 CONVERSATIONS = [
-    [{"role": "user", "content": "Natalia sold clips to 48 of her friends in April. How many in May?"}],
     [
-        {"role": "system", "content": "Reason step by step, and put the final answer in \\boxed{}."},
+        {
+            "role": "user",
+            "content": "Natalia sold clips to 48 of her friends in April. How many in May?",
+        }
+    ],
+    [
+        {
+            "role": "system",
+            "content": "Reason step by step, and put the final answer in \\boxed{}.",
+        },
         {"role": "user", "content": "What is 7 * 8?"},
     ],
     [
@@ -83,32 +91,40 @@ DEFAULT_OUTPUT = pathlib.Path("tests/data/text/golden_token_ids.json")
 
 
 def _published_pre_tokenizer(gguf_path: pathlib.Path):
-  """Returns the pre-tokenizer of the model's published tokenizer.json when transformers' differs."""
+  """Returns the published tokenizer.json pre-tokenizer where transformers' conversion differs."""
   import gguf  # pylint: disable=g-import-not-at-top
   from tokenizers import pre_tokenizers  # pylint: disable=g-import-not-at-top
 
   pre = gguf.GGUFReader(str(gguf_path)).fields["tokenizer.ggml.pre"].contents()
   if pre == "smollm":
-    return pre_tokenizers.Sequence([
-        pre_tokenizers.Digits(individual_digits=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True),
-    ])
+    return pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True),
+        ]
+    )
   return None
 
 
 def _golden_for_file(gguf_path: pathlib.Path) -> dict:
   import transformers  # pylint: disable=g-import-not-at-top
 
-  tokenizer = transformers.AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+  tokenizer = transformers.AutoTokenizer.from_pretrained(
+      str(gguf_path.parent), gguf_file=gguf_path.name
+  )
   notes = []
   published = _published_pre_tokenizer(gguf_path)
   if published is not None:
     tokenizer.backend_tokenizer.pre_tokenizer = published
     notes.append("pre-tokenizer replaced by the published Digits(individual_digits) + ByteLevel")
-  cases = [{"text": text, "ids": tokenizer.encode(text, add_special_tokens=False)} for text in TEXTS]
+  cases = [
+      {"text": text, "ids": tokenizer.encode(text, add_special_tokens=False)} for text in TEXTS
+  ]
   chats = []
   for messages in CONVERSATIONS:
-    prompt_text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    prompt_text = tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, tokenize=False
+    )
     prompt_ids = tokenizer.encode(prompt_text, add_special_tokens=False)
     chats.append({"messages": messages, "prompt_text": prompt_text, "prompt_ids": prompt_ids})
   return {
@@ -139,7 +155,9 @@ def main(argv: Sequence[str]) -> int:
       default=[],
       help="NAME=PATH of a GGUF file; default: the installed embedded model",
   )
-  parser.add_argument("--output", type=pathlib.Path, default=DEFAULT_OUTPUT, help="JSON file to write")
+  parser.add_argument(
+      "--output", type=pathlib.Path, default=DEFAULT_OUTPUT, help="JSON file to write"
+  )
   args = parser.parse_args(argv)
 
   paths = _parse_model_paths(args.model_path)

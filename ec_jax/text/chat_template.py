@@ -69,7 +69,9 @@ def _compile(template: str) -> jinja2.Template:
   try:
     return env.from_string(template)
   except jinja2.TemplateSyntaxError as e:
-    raise ChatTemplateError(f"Chat template has a syntax error on line {e.lineno}: {e.message}") from e
+    raise ChatTemplateError(
+        f"Chat template has a syntax error on line {e.lineno}: {e.message}"
+    ) from e
 
 
 def normalize_messages(messages: str | Messages) -> list[dict[str, Any]]:
@@ -87,17 +89,24 @@ def normalize_messages(messages: str | Messages) -> list[dict[str, Any]]:
     return [{"role": "user", "content": messages}]
   if isinstance(messages, Mapping) or not isinstance(messages, Sequence):
     raise ChatTemplateError(
-        f"Messages must be a list of {{'role': ..., 'content': ...}} dicts, got {type(messages).__name__}."
+        "Messages must be a list of {'role': ..., 'content': ...} dicts, "
+        f"got {type(messages).__name__}."
     )
   if not messages:
-    raise ChatTemplateError("Messages are empty; pass at least one {'role': 'user', 'content': ...} dict.")
+    raise ChatTemplateError(
+        "Messages are empty; pass at least one {'role': 'user', 'content': ...} dict."
+    )
   normalized = []
   for index, message in enumerate(messages):
     if not isinstance(message, Mapping):
-      raise ChatTemplateError(f"Message {index} must be a dict, got {type(message).__name__}: {message!r}.")
+      raise ChatTemplateError(
+          f"Message {index} must be a dict, got {type(message).__name__}: {message!r}."
+      )
     for key in ("role", "content"):
       if not isinstance(message.get(key), str):
-        raise ChatTemplateError(f"Message {index} needs a string {key!r}, got {message.get(key)!r}.")
+        raise ChatTemplateError(
+            f"Message {index} needs a string {key!r}, got {message.get(key)!r}."
+        )
     normalized.append(dict(message))
   return normalized
 
@@ -188,12 +197,14 @@ def check_prompt_length(num_prompt_tokens: int, max_new_tokens: int, context_len
       fix += f" (with max_new_tokens={max_new_tokens})"
   else:
     fix = (
-        f"set max_new_tokens to at most {context_length - num_prompt_tokens}, or shorten the prompt "
+        f"set max_new_tokens to at most {context_length - num_prompt_tokens}, "
+        "or shorten the prompt "
         f"to at most {max(context_length - max_new_tokens, 0)} tokens"
     )
   raise PromptTooLongError(
       f"Prompt has {num_prompt_tokens} tokens; with max_new_tokens={max_new_tokens} it needs "
-      f"{needed} positions, more than the model's context length {context_length}. To fix it, {fix}."
+      f"{needed} positions, more than the model's context length {context_length}. "
+      f"To fix it, {fix}."
   )
 
 

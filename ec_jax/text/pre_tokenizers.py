@@ -112,7 +112,10 @@ def get_rule(name: str) -> PreTokenizerRule:
 def build_pre_tokenizer(rule: PreTokenizerRule) -> pre_tokenizers.PreTokenizer:
   """Builds the `tokenizers` pre-tokenizer: the rule's splits, then the byte-to-unicode mapping."""
   steps: list[pre_tokenizers.PreTokenizer] = [
-      pre_tokenizers.Split(tokenizers.Regex(pattern), behavior="isolated") for pattern in rule.patterns
+      pre_tokenizers.Split(tokenizers.Regex(pattern), behavior="isolated")
+      for pattern in rule.patterns
   ]
-  steps.append(pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False))
+  steps.append(
+      pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
+  )
   return pre_tokenizers.Sequence(steps)

