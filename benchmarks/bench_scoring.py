@@ -139,17 +139,17 @@ def reference_sweep(path: pathlib.Path, grid) -> None:
 
 
 def ec_jax_sweep(path: pathlib.Path, grid) -> int:
-  """ec_jax's way: stream the file once, score every setting in one jitted call."""
-  from ec_jax.traces import batch as batch_lib
-  from ec_jax.traces import read_traces
+  """ec_jax's way: stream the file once, scoring chunks of trajectories for every setting on a
+  worker thread while the rest of the file is read (compilation included)."""
+  from ec_jax.scoring import streaming
+  from ec_jax.traces import iter_traces
   with jax.enable_x64(True):
-    trajectories = list(read_traces(path, format="reference"))
-    packed = batch_lib.pack(trajectories)
-    scores = pipeline.score_trajectories_jit(
-        packed.entropies, packed.valid, packed.lengths, pipeline.settings_inputs(grid),
-        pipeline.ScoringSpec())
-    jax.block_until_ready(scores)
-  return len(trajectories)
+    scorer = streaming.ChunkedScorer(grid, pipeline.ScoringSpec(phase_masses=("length",)),
+                                     has_confidence=False)
+    for trajectory in iter_traces(path, format="reference"):
+      scorer.add(streaming.TokenRow(entropy=trajectory.entropy, missing=trajectory.missing))
+    results = scorer.results()
+  return len(results["num_valid"])
 
 
 def main() -> None:

@@ -37,12 +37,13 @@ def direct_scores(rows, settings):
       entropies, present, lengths, pipeline.settings_inputs(settings), pipeline.ScoringSpec()))
 
 
-def test_chunks_match_one_call():
+@pytest.mark.parametrize("overlap", [True, False], ids=["worker_thread", "inline"])
+def test_chunks_match_one_call(overlap):
   rows = random_rows(45, seed=3)
   settings = settings_lib.sweep_grid()[:4]
   with jax.enable_x64(True):
-    scorer = streaming.ChunkedScorer(settings, options=streaming.ChunkOptions(max_rows=8,
-                                                                               min_time=64))
+    options = streaming.ChunkOptions(max_rows=8, min_time=64)
+    scorer = streaming.ChunkedScorer(settings, options=options, overlap=overlap)
     for row in rows:
       scorer.add(row)
     chunked = scorer.results()
