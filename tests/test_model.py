@@ -80,6 +80,10 @@ def test_cached_decoding_matches_forward(name):
     logits, cache = decode_step(model, jnp.asarray(continuation[:, step]), cache)
     np.testing.assert_allclose(logits, expected[:, step + 1], atol=1e-5, rtol=0)
   assert int(cache.length) == tokens.shape[1] + steps
+  config = CONFIGS[name]
+  layout = (len(PROMPTS), config.num_kv_heads, tokens.shape[1] + steps, config.head_dim)
+  assert cache.keys[0].shape == layout
+  assert len(cache.values) == config.num_layers
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))

@@ -13,15 +13,15 @@ from ec_jax.model.layers import fan_in_normal, make_param
 
 def masked_attention(
     queries: jax.Array, keys: jax.Array, values: jax.Array, mask: jax.Array) -> jax.Array:
-  """Attend from queries [batch, time, heads, head_dim] to keys/values [batch, slots, kv_heads, head_dim].
+  """Attend from queries to keys and values with grouped-query attention.
 
   Query head h reads key/value head h // (heads // kv_heads), the grouping of Hugging Face's
   Llama and Qwen2. Scores and softmax are float32.
 
   Args:
     queries: [batch, time, heads, head_dim].
-    keys: [batch, slots, kv_heads, head_dim].
-    values: [batch, slots, kv_heads, head_dim].
+    keys: [batch, kv_heads, slots, head_dim].
+    values: [batch, kv_heads, slots, head_dim].
     mask: [batch, time, slots] bool, true where the query may attend to the slot. A query with
       no allowed slot gets a uniform average instead of NaN; callers ignore such rows.
 
@@ -29,14 +29,14 @@ def masked_attention(
     [batch, time, heads, head_dim] in the dtype of values.
   """
   batch, time, heads, head_dim = queries.shape
-  kv_heads = keys.shape[2]
+  kv_heads = keys.shape[1]
   grouped = queries.reshape(batch, time, kv_heads, heads // kv_heads, head_dim)
-  scores = jnp.einsum("btkgd,bskd->bkgts", grouped, keys, preferred_element_type=jnp.float32)
+  scores = jnp.einsum("btkgd,bksd->bkgts", grouped, keys, preferred_element_type=jnp.float32)
   scores = scores * (head_dim**-0.5)
   # A finite floor keeps fully masked rows (left padding) free of NaN.
   scores = jnp.where(mask[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
   probs = jax.nn.softmax(scores, axis=-1).astype(values.dtype)
-  out = jnp.einsum("bkgts,bskd->btkgd", probs, values)
+  out = jnp.einsum("bkgts,bksd->btkgd", probs, values)
   return out.reshape(batch, time, heads, head_dim)
 
 
@@ -87,24 +87,27 @@ class Attention(nnx.Module):
       positions: [batch, time] RoPE positions.
       mask: [batch, time, slots] bool. Slots are the time steps of x when cache is None, else
         the cache slots.
-      cache: optional (keys, values), each [batch, max_len, kv_heads, head_dim].
+      cache: optional (keys, values), each [batch, kv_heads, max_len, head_dim].
       write_index: [] int32 slot where x's first time step is written; needed with cache.
 
     Returns:
-      The output [batch, time, embed] and (keys, values): those of x [batch, time, kv_heads,
+      The output [batch, time, embed] and (keys, values): those of x [batch, kv_heads, time,
       head_dim] without a cache, else the updated cache arrays.
     """
     queries = rope.apply_rope(self._project(x, self.q_proj, self.q_bias), positions,
                               self.rope_theta)
     keys = rope.apply_rope(self._project(x, self.k_proj, self.k_bias), positions,
                            self.rope_theta)
-    values = self._project(x, self.v_proj, self.v_bias)
+    # Keys and values go slot-major per head, the cache layout, so that attention over the
+    # cache contracts without transposing it.
+    keys = keys.transpose(0, 2, 1, 3)
+    values = self._project(x, self.v_proj, self.v_bias).transpose(0, 2, 1, 3)
 
     if cache is not None:
       if write_index is None:
         raise ValueError("Attention with a cache needs write_index, the slot of x's first step.")
       cache_keys, cache_values = cache
-      index = (0, write_index, 0, 0)
+      index = (0, 0, write_index, 0)
       # The cache stays in its own dtype; writing in place avoids copying the cache.
       keys = jax.lax.dynamic_update_slice(cache_keys, keys.astype(cache_keys.dtype), index)
       values = jax.lax.dynamic_update_slice(

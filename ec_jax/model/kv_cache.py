@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 # Logical axis names of each per-layer cache array, for a logical-axis sharding table.
-CACHE_LOGICAL_AXES = ("batch", "cache_length", "kv_heads", "head_dim")
+CACHE_LOGICAL_AXES = ("batch", "kv_heads", "cache_length", "head_dim")
 
 
 @flax.struct.dataclass
@@ -29,8 +29,8 @@ class KVCache:
   """Keys and values of all layers plus the slot bookkeeping; a pytree.
 
   Attributes:
-    keys: per layer [batch, max_len, kv_heads, head_dim], RoPE already applied.
-    values: per layer [batch, max_len, kv_heads, head_dim].
+    keys: per layer [batch, kv_heads, max_len, head_dim], RoPE already applied.
+    values: per layer [batch, kv_heads, max_len, head_dim].
     start: [batch] int32, slot of each row's first real token (its number of left pads).
     length: [] int32, number of slots written so far (the next decode step writes this slot).
   """
@@ -42,7 +42,7 @@ class KVCache:
 
   @property
   def max_len(self) -> int:
-    return self.keys[0].shape[1]
+    return self.keys[0].shape[2]
 
   @property
   def batch_size(self) -> int:
@@ -55,7 +55,7 @@ def cache_from_prompt(
     start: jax.Array,
     max_len: int,
 ) -> KVCache:
-  """Place prompt keys and values [batch, prompt_len, kv_heads, head_dim] in slots 0.. of a cache.
+  """Place prompt keys and values [batch, kv_heads, prompt_len, head_dim] in the first slots.
 
   Args:
     keys: per layer, keys of the padded prompt.
@@ -63,12 +63,12 @@ def cache_from_prompt(
     start: [batch] number of left pads of each row.
     max_len: static number of slots; at least prompt_len.
   """
-  prompt_len = keys[0].shape[1]
+  prompt_len = keys[0].shape[2]
   if max_len < prompt_len:
     raise ValueError(
         f"Cache length {max_len} is shorter than the prompt length {prompt_len}; allocate at "
         "least prompt length + new tokens.")
-  padding = ((0, 0), (0, max_len - prompt_len), (0, 0), (0, 0))
+  padding = ((0, 0), (0, 0), (0, max_len - prompt_len), (0, 0))
   return KVCache(
       keys=tuple(jnp.pad(k, padding) for k in keys),
       values=tuple(jnp.pad(v, padding) for v in values),
