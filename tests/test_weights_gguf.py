@@ -205,7 +205,7 @@ def rotate_half_rope(x: np.ndarray, position: int, theta: float) -> np.ndarray:
        second * np.cos(angles) + first * np.sin(angles)], axis=-1)
 
 
-def test_permuted_rows_with_interleaved_rope_match_rotate_half():
+def test_interleaved_rope_on_permuted_rows():
   rng = np.random.default_rng(1)
   head_dim, theta = 8, 10000.0
   w_query = rng.standard_normal((head_dim, 16))

@@ -114,7 +114,7 @@ class ModelConfig:
 
 
 def tiny_llama(**overrides: Any) -> ModelConfig:
-  """A 2-layer Llama-style config for tests: GQA (8 query, 4 key/value heads), tied embeddings."""
+  """Return a 2-layer Llama-style test config: 8 query and 4 key/value heads, tied embeddings."""
   values = dict(
       vocab_size=320,
       hidden_size=64,
@@ -134,7 +134,8 @@ def tiny_llama(**overrides: Any) -> ModelConfig:
 
 
 def tiny_qwen2(**overrides: Any) -> ModelConfig:
-  """A 2-layer Qwen2-style config for tests: q/k/v biases, GQA with 4 groups, separate output."""
+  """Return a 2-layer Qwen2-style test config: q/k/v biases, 4 query heads per key/value head,
+  separate output matrix."""
   values = dict(
       vocab_size=384,
       hidden_size=64,

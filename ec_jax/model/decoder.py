@@ -96,7 +96,7 @@ class Decoder(nnx.Module):
     """Encode left-padded prompts and return the next-token logits and a filled cache.
 
     Args:
-      tokens: [batch, prompt_len] int; row b holds prompt_len - prompt_lengths[b] padding tokens
+      tokens: [batch, prompt_len] int; row b contains prompt_len - prompt_lengths[b] padding tokens
         (any id) followed by its prompt.
       prompt_lengths: [batch] int number of real tokens per row, in [1, prompt_len]. Values out
         of range are not checked under jit and give meaningless results.
@@ -140,8 +140,8 @@ class Decoder(nnx.Module):
 
     Args:
       tokens: [batch] int, the token following each row's last cached token.
-      cache: from `prefill` or an earlier `decode_step`; its length must be below max_len
-        (a full cache would overwrite its last slot, which is not checked under jit).
+      cache: from `prefill` or an earlier `decode_step`. Its length must be below max_len,
+        because a full cache overwrites its last slot; jit cannot check this.
 
     Returns:
       float32 logits [batch, vocab] and the cache with one more slot written.

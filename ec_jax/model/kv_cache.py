@@ -26,7 +26,7 @@ CACHE_LOGICAL_AXES = ("batch", "kv_heads", "cache_length", "head_dim")
 
 @flax.struct.dataclass
 class KVCache:
-  """Keys and values of all layers plus the slot bookkeeping; a pytree.
+  """Keys and values of all layers and the slot counters, as a pytree.
 
   Attributes:
     keys: per layer [batch, kv_heads, max_len, head_dim], RoPE already applied.

@@ -70,8 +70,8 @@ def gguf_param_path(
   """
   if name == "rope_freqs.weight":
     raise ValueError(
-        "GGUF tensor 'rope_freqs.weight' holds Llama 3 RoPE frequency scaling, which this "
-        "decoder does not implement; use a model without RoPE scaling.")
+        "GGUF tensor 'rope_freqs.weight' contains Llama 3 RoPE frequency scaling factors, which "
+        "this decoder does not implement; use a model without RoPE scaling.")
   if name in _GLOBAL_TENSORS:
     path = _GLOBAL_TENSORS[name]
   else:

@@ -1,6 +1,6 @@
 """Read Hugging Face Llama and Qwen2 checkpoints (config.json + safetensors) into a decoder.
 
-A checkpoint folder holds `config.json` and either `model.safetensors` or shards listed in
+A checkpoint folder contains `config.json` and either `model.safetensors` or shards listed in
 `model.safetensors.index.json`. A model specification `hf:ORG/NAME` is downloaded with
 `huggingface_hub.snapshot_download` first, or found in its local cache when offline.
 """
@@ -94,12 +94,13 @@ def hf_param_path(
 
 def _rope_theta(values: Mapping[str, Any]) -> float:
   """Return the RoPE base, rejecting RoPE scaling variants the decoder does not implement."""
-  # transformers 5 nests RoPE settings in rope_parameters; earlier versions use top-level keys.
+  # Recent transformers releases write RoPE settings under rope_parameters (documented on its
+  # "Utilities for Rotary Embedding" page). Older configs use rope_theta and rope_scaling.
   rope = values.get("rope_parameters") or values.get("rope_scaling") or {}
   rope_type = rope.get("rope_type", rope.get("type", "default"))
   if rope_type != "default":
     raise ValueError(
-        f"config.json asks for RoPE scaling {rope_type!r}, which is not supported; use a model "
+        f"config.json requests RoPE scaling {rope_type!r}, which is not supported; use a model "
         "without RoPE scaling.")
   return float(rope.get("rope_theta", values.get("rope_theta", 10000.0)))
 
@@ -109,7 +110,7 @@ def config_from_hf(values: Mapping[str, Any]) -> ModelConfig:
 
   Raises:
     ValueError: the model type is unsupported, a required key is missing, or the config
-      asks for a variant this decoder does not implement.
+      requests a variant this decoder does not implement.
   """
   model_type = values.get("model_type")
   if model_type not in SUPPORTED_MODEL_TYPES:

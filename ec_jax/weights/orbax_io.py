@@ -1,6 +1,6 @@
 """Save converted decoder weights with Orbax once, and restore them onto given shardings.
 
-A saved folder holds `model_config.json` (the ModelConfig) and `params/`, an Orbax checkpoint of
+A saved folder contains `model_config.json` (the ModelConfig) and `params/`, an Orbax checkpoint of
 the nested parameter dict that `nnx.to_pure_dict` gives for a `Decoder`. Restoring reads each
 array straight into its target sharding and dtype, so converting a GGUF or safetensors file
 happens once.
