@@ -10,6 +10,7 @@ exit status 1, before anything is written.
 
 from __future__ import annotations
 
+import json
 import pathlib
 import sys
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from ec_jax.scoring import results_folder
 from ec_jax.scoring import trace_records
 from ec_jax.scoring import trace_scoring
 
@@ -37,7 +39,8 @@ def main(argv: Sequence[str]) -> None:
   jax.config.update("jax_enable_x64", bool(config.x64))
   for name, version in trace_records.versions().items():
     logging.info("%s %s", name, version)
-  logging.info("Resolved config:\n%s", config)
+  logging.info("Resolved config:\n%s",
+               json.dumps(results_folder.config_json(config), indent=2, sort_keys=True))
   try:
     result = trace_scoring.run(config)
   except trace_scoring.USER_ERRORS as error:

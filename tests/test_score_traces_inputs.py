@@ -433,3 +433,81 @@ def test_invalid_config_reads_nothing(tmp_path):
     trace_scoring.run(config)
   assert len(raised.value.problems) == 2
   assert_nothing_written(tmp_path, out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Edge cases and ablation settings.
+
+
+def test_reference_jsonl_edge_cases(tmp_path):
+  """Reference JSONL with rewards, NaN and null entropies, and a problem without a centroid."""
+  rng = np.random.default_rng(4)
+  entropies = [float(h) for h in rng.exponential(0.5, 40)]
+  with_gaps = list(entropies)
+  with_gaps[5] = math.nan
+  with_gaps[9] = None
+  records = [
+      {"id": "p0_traj_0", "original_id": "p0", "reward": 1.0,
+       "entropy_sequence": [{"entropy": h} for h in entropies]},
+      {"id": "p0_traj_1", "original_id": "p0", "reward": 0.0,
+       "entropy_sequence": [{"entropy": h} for h in with_gaps]},
+      {"id": "p1", "original_id": "p1", "reward": 1.0, "entropy_sequence": []},
+  ]
+  trace = tmp_path / "entropy_results.jsonl"
+  # json.dumps writes NaN as the literal NaN, as the reference files do.
+  trace.write_text("".join(json.dumps(record) + "\n" for record in records))
+  out = tmp_path / "out"
+  result = trace_scoring.run(make_config(trace, out))
+
+  rows = read_jsonl(out / trace_scoring.CENTROIDS_FILE)
+  assert [(r["problem_id"], r["trajectory_index"]) for r in rows] == [
+      ("p0", 0), ("p0", 1), ("p1", 0)]
+  assert rows[1]["num_invalid"] == 2
+  assert_oracle_scores(rows[1], with_gaps, "p0/1")
+  assert rows[2]["centroid"] is None
+
+  summary = result.summary
+  assert summary["input"]["format"] == "reference_jsonl"
+  counts = summary["counts"]
+  assert counts["nan_positions"] == 1
+  assert counts["missing_positions"] == 1
+  assert counts["problems_without_centroid"] == 1
+  lowest = summary["methods"]["lowest_centroid"]
+  assert lowest["total"] == 2
+  assert lowest["unanswered"] == 1
+  assert "unavailable" in summary["methods"]["deepconf_mean"]
+  assert "unavailable" in summary["methods"]["majority_vote"]
+
+  selected = read_jsonl(out / trace_scoring.SELECTED_FILE)
+  unanswered = [r for r in selected if r["problem_id"] == "p1" and r["method"] == "lowest_centroid"]
+  assert unanswered == [{"problem_id": "p1", "method": "lowest_centroid",
+                         "trajectory_index": None, "answer": None, "correct": False}]
+
+
+def test_entropy_mass_and_moment(data_dir, tmp_path):
+  out = tmp_path / "out"
+  result = trace_scoring.run(make_config(data_dir / "reference_traces_small.json", out,
+                                         phase_mass="entropy", centroid_method="moment"))
+  assert result.summary["scoring"]["exact_tie_key"] is False
+  assert result.summary["scoring"]["phase_mass"] == "entropy"
+  with open(data_dir / "reference_traces_small.json", encoding="utf-8") as file:
+    sequences = {(r["original_id"], r["trajectory_index"]):
+                 [entry["entropy"] for entry in r["entropy_sequence"]] for r in json.load(file)}
+  for record in read_jsonl(out / trace_scoring.CENTROIDS_FILE):
+    key = (record["problem_id"], record["trajectory_index"])
+    oracle = scoring_oracle.score(sequences[key], 1, 80, 2, phase_mass="entropy")
+    assert record["centroid"] == record["moment"], key
+    for method in ("weighted_average_center", "weighted_average", "moment"):
+      assert_close(record[method], oracle[method], f"{key} {method}", rtol=1e-9)
+
+
+def test_float32_scoring(data_dir, tmp_path):
+  out = tmp_path / "out"
+  trace_scoring.run(make_config(data_dir / "reference_traces_small.json", out, x64=False))
+  expected = {(r["problem_id"], r["trajectory_index"]): r
+              for r in read_jsonl(data_dir / "reference_traces_small.expected.jsonl")}
+  for record in read_jsonl(out / trace_scoring.CENTROIDS_FILE):
+    row = expected[(record["problem_id"], record["trajectory_index"])]
+    assert record["phases"] == row["phases"]
+    for method in ("weighted_average_center", "weighted_average", "moment", "raw_entropy"):
+      assert_close(record[method], row[method], method, rtol=1e-5)

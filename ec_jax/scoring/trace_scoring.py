@@ -487,7 +487,7 @@ def select_and_evaluate(trajectories: Sequence[traces.Trajectory], scored: Score
                                         "or the traces give none)"}
   selections = dict(evaluation.selections)
   problem_scores = dict(evaluation.problem_scores)
-  labels, labelled = selection.correctness_labels(correct, present)
+  labels, _ = selection.correctness_labels(correct, present)
   labelled = evaluation.labelled
 
   # Lowest mean entropy under each entropy kind (an ablation of `lowest_mean_entropy`).
