@@ -12,9 +12,10 @@ from flax import nnx
 
 from ec_jax.model import config as config_lib
 from ec_jax.model import kv_cache
+from ec_jax.model import params as params_lib
 from ec_jax.model import rope
 from ec_jax.model.decoder import Decoder
-from ec_jax.model.testing import random_decoder
+from ec_jax.model.testing import random_decoder, random_params
 
 CONFIGS = {
     "llama": config_lib.tiny_llama(),
@@ -121,12 +122,13 @@ def test_jit_decode_loop_with_traced_weights():
     first, cache = decoder.prefill(tokens, lengths, cache_len=tokens.shape[1] + steps)
     buffer = jnp.zeros((tokens.shape[0], steps, first.shape[-1]), jnp.float32)
 
-    def body(step, carry):
-      cache, buffer = carry
+    def body(carry):
+      step, cache, buffer = carry
       logits, cache = decoder.decode_step(continuation[:, step], cache)
-      return cache, buffer.at[:, step].set(logits)
+      return step + 1, cache, buffer.at[:, step].set(logits)
 
-    _, buffer = jax.lax.fori_loop(0, steps, body, (cache, buffer))
+    _, _, buffer = jax.lax.while_loop(lambda carry: carry[0] < steps, body,
+                                      (jnp.int32(0), cache, buffer))
     return first, buffer
 
   first, rest = run(state, tokens, lengths, continuation)
@@ -291,3 +293,33 @@ def test_config_presets_use_grouped_query_attention():
     config = make()
     assert config.num_kv_heads < config.num_heads
     assert dataclasses.replace(config) == config
+
+
+def test_checkpoint_layout_round_trip():
+  config = CONFIGS["qwen2"]
+  for path, value in random_params(config, seed=7).items():
+    stored = params_lib.to_checkpoint_layout(path, value, config)
+    assert stored.shape == params_lib.checkpoint_shape(path, config), path
+    np.testing.assert_array_equal(params_lib.from_checkpoint_layout(path, stored, config), value)
+
+
+def test_checkpoint_layout_splits_heads_in_row_order():
+  # Rows of a PyTorch q_proj matrix are head-major: row h * head_dim + d is head h, feature d.
+  config = CONFIGS["llama"]
+  rows = config.num_heads * config.head_dim
+  matrix = np.arange(rows * config.hidden_size, dtype=np.float32).reshape(rows, -1)
+  kernel = params_lib.from_checkpoint_layout(("layers", 0, "attn", "q_proj"), matrix, config)
+  assert kernel.shape == (config.hidden_size, config.num_heads, config.head_dim)
+  np.testing.assert_array_equal(kernel[:, 2, 3], matrix[2 * config.head_dim + 3])
+
+
+def test_decoder_from_params_reports_bad_weights():
+  config = CONFIGS["llama"]
+  params = random_params(config)
+  params[("layers", 0, "mlp", "up_proj")] = np.zeros((3, 3), np.float32)
+  with pytest.raises(ValueError, match=r"Parameter \('layers', 0, 'mlp', 'up_proj'\) has shape "
+                                       r"\(3, 3\); the decoder expects \(64, 128\)"):
+    params_lib.decoder_from_params(config, params)
+  del params[("final_norm", "scale")]
+  with pytest.raises(ValueError, match=r"missing \[\('final_norm', 'scale'\)\]"):
+    params_lib.decoder_from_params(config, params)
