@@ -61,13 +61,17 @@ def topk_statistics_from_logprobs(top_logprobs: jax.Array) -> tuple[jax.Array, j
   return jnp.where(count > 0, entropy, nan), jnp.where(count > 0, confidence, nan)
 
 
-def token_statistics(logits: jax.Array, token: jax.Array, entropy_k: int) -> TokenStatistics:
+def token_statistics(logits: jax.Array, token: jax.Array, entropy_k: int,
+                     top_logits: jax.Array | None = None) -> TokenStatistics:
   """Compute every per-position statistic from logits, in float32 or wider.
 
   Args:
     logits: `[..., vocab]` untempered logits; -inf marks masked tokens.
     token: `[...]` int ids of the sampled tokens.
     entropy_k: static k of the top-k entropy and the confidence.
+    top_logits: optional `[..., c]` largest logits in descending order with c >= entropy_k, from
+      a `lax.top_k` call the caller already made (the sampler's candidate set); saves a second
+      top-k over the vocabulary.
   """
   dtype = jnp.promote_types(logits.dtype, jnp.float32)
   logits = logits.astype(dtype)
@@ -79,7 +83,12 @@ def token_statistics(logits: jax.Array, token: jax.Array, entropy_k: int) -> Tok
   vocab = jnp.sum(finite, axis=-1).astype(dtype)
   mean_log_prob = jnp.sum(jnp.where(finite, log_probs, 0.0), axis=-1) / vocab
   self_certainty = -mean_log_prob - jnp.log(vocab)
-  top_logits, _ = lax.top_k(logits, entropy_k)
+  if top_logits is None:
+    top_logits, _ = lax.top_k(logits, entropy_k)
+  elif top_logits.shape[-1] < entropy_k:
+    raise ValueError(f"top_logits has {top_logits.shape[-1]} entries per position; entropy_k = "
+                     f"{entropy_k} needs at least that many (raise candidate_k).")
+  top_logits = top_logits[..., :entropy_k].astype(dtype)
   entropy_topk, confidence = topk_statistics_from_logprobs(top_logits)
   return TokenStatistics(entropy_topk=entropy_topk, entropy_full=entropy_full, logprob=logprob,
                          self_certainty=self_certainty, confidence=confidence)
