@@ -108,7 +108,7 @@ class Attention(nnx.Module):
         raise ValueError("Attention with a cache needs write_index, the slot of x's first step.")
       cache_keys, cache_values = cache
       index = (0, 0, write_index, 0)
-      # The cache stays in its own dtype; writing in place avoids copying the cache.
+      # Inside a jitted loop XLA updates the cache buffer in place, without copying it.
       keys = jax.lax.dynamic_update_slice(cache_keys, keys.astype(cache_keys.dtype), index)
       values = jax.lax.dynamic_update_slice(
           cache_values, values.astype(cache_values.dtype), index)

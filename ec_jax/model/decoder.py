@@ -146,6 +146,8 @@ class Decoder(nnx.Module):
     Returns:
       float32 logits [batch, vocab] and the cache with one more slot written.
     """
+    # NOTE: attention reads all max_len slots and masks the unwritten ones, so a step costs
+    # as much early in decoding as at the end; cache_len should not exceed what is needed.
     write_index = cache.length
     positions = (write_index - cache.start)[:, None]  # [batch, 1]
     mask = kv_cache.slot_mask(cache.start, write_index, cache.max_len)[:, None, :]
