@@ -11,7 +11,6 @@ exit status 1, before anything is written.
 from __future__ import annotations
 
 import json
-import pathlib
 import sys
 from collections.abc import Sequence
 
@@ -24,10 +23,27 @@ from ec_jax.scoring import results_folder
 from ec_jax.scoring import trace_records
 from ec_jax.scoring import trace_scoring
 
-_DEFAULT_CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "score_traces.py"
+# No default file: config_flags applies overrides of a default while this module is imported,
+# where an unknown key could only end in a traceback.
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", str(_DEFAULT_CONFIG), "Trace-scoring config file (configs/score_traces.py).",
+    "config", None, "Trace-scoring config file: configs/score_traces.py[:VARIANTS].",
     lock_config=True)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """Parse the flags, reporting an override of an unknown config key as one error line."""
+  try:
+    return app.parse_flags_with_usage(argv)
+  except (AttributeError, KeyError) as error:
+    # config_flags raises these for a key that the config does not have, e.g. a typo. Their
+    # text is a quoted repr of a message, so it is unquoted here.
+    parts = [part.replace("\\", "").replace("'", "").strip(' "')
+             for part in str(error).split("\\n")]
+    detail = ". ".join(part for part in parts if part)
+    if not detail.endswith(("?", ".")):
+      detail += "."
+    sys.exit(f"score_traces: error: unknown config key: {detail} The keys are listed in "
+             "configs/score_traces.py and configs/common.py.")
 
 
 def main(argv: Sequence[str]) -> None:
@@ -35,6 +51,8 @@ def main(argv: Sequence[str]) -> None:
     sys.exit(f"score_traces: error: unexpected arguments {list(argv[1:])}; pass settings as "
              "--config.KEY=VALUE.")
   config = _CONFIG.value
+  if config is None:
+    sys.exit("score_traces: error: no config file given; pass --config=configs/score_traces.py.")
   # x64 must be set before the first JAX computation.
   jax.config.update("jax_enable_x64", bool(config.x64))
   for name, version in trace_records.versions().items():
@@ -49,4 +67,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -176,6 +176,15 @@ def test_invalid_config_one_line_error(data_dir, tmp_path):
   assert not out.exists()
 
 
+def test_unknown_key_one_line_error(tmp_path):
+  result = run_command("--config.inptu=traces.json", f"--config.output_dir={tmp_path / 'out'}")
+  assert result.returncode == 1
+  assert "Traceback" not in result.stderr
+  last_line = result.stderr.strip().splitlines()[-1]
+  assert last_line.startswith("score_traces: error: unknown config key: inptu.")
+  assert 'Did you mean "input"' in last_line
+
+
 def test_equal_centroids_pick_lowest_index(data_dir, tmp_path):
   # One problem holding the same four traces twice: each centroid appears twice.
   records = json.loads((data_dir / "reference_traces_small.json").read_text())
