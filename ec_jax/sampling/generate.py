@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jax import lax
 
@@ -132,14 +133,21 @@ class _LoopState(NamedTuple):
 
 
 def _constrain_rows(tree, spec: SamplerSpec):
-  """Shard the leading (row) axis of every array over the mesh's `data` axis, if a mesh is set."""
+  """Shard the leading (row) axis of every array over the mesh's `data` axis, if a mesh is set.
+
+  Cache arrays `[rows, kv_heads, slots, head_dim]` also put their heads on `model`.
+  """
   if spec.mesh is None:
     return tree
+  heads_axis = "model" if spec.mesh.shape.get("model", 1) > 1 else None
 
   def constrain(x):
     if not hasattr(x, "ndim") or x.ndim == 0:
       return x
-    partition = jax.sharding.PartitionSpec("data", *([None] * (x.ndim - 1)))
+    rest = [None] * (x.ndim - 1)
+    if x.ndim == 4:
+      rest[0] = heads_axis
+    partition = jax.sharding.PartitionSpec("data", *rest)
     return lax.with_sharding_constraint(x, jax.sharding.NamedSharding(spec.mesh, partition))
 
   return jax.tree.map(constrain, tree)
@@ -302,3 +310,53 @@ def generate(state: nnx.State, prompts: jax.Array, prompt_lengths: jax.Array,
 
 
 generate_jit = jax.jit(generate, static_argnames=("graphdef", "spec"))
+
+
+def padded_problem_count(problems: int, num_samples: int, data_size: int) -> int:
+  """Return the smallest count >= problems whose B * N rows divide evenly over `data_size`."""
+  count = problems
+  while (count * num_samples) % data_size:
+    count += 1
+  return count
+
+
+def sample(state: nnx.State, graphdef: nnx.GraphDef, spec: SamplerSpec, prompts: np.ndarray,
+           prompt_lengths: np.ndarray, problem_uids: np.ndarray, seed: int,
+           stop_ids: np.ndarray, sampling: SamplingParams,
+           scoring: ScoringParams | None) -> SampleOutput:
+  """Run `generate_jit` on host arrays, padding problems so rows divide the mesh's data axis.
+
+  Padding problems repeat the first prompt; their rows are computed and dropped, and never
+  influence other rows (every row is sampled and scored on its own). Returns numpy arrays for
+  the `prompts.shape[0]` real problems only.
+  """
+  problems = prompts.shape[0]
+  data_size = spec.mesh.shape["data"] if spec.mesh is not None else 1
+  padded = padded_problem_count(problems, spec.num_samples, data_size)
+  extra = padded - problems
+  if extra:
+    prompts = np.concatenate([prompts, np.repeat(prompts[:1], extra, axis=0)])
+    prompt_lengths = np.concatenate([prompt_lengths, np.repeat(prompt_lengths[:1], extra)])
+    problem_uids = np.concatenate([problem_uids, np.repeat(problem_uids[:1], extra)])
+  if spec.mesh is not None:
+    replicated = jax.sharding.NamedSharding(spec.mesh, jax.sharding.PartitionSpec())
+    prompts, prompt_lengths, problem_uids = jax.device_put(
+        (prompts, prompt_lengths, problem_uids), replicated)
+  out = generate_jit(state, prompts, prompt_lengths, problem_uids, np.int32(seed),
+                     np.asarray(stop_ids, np.int32), sampling, scoring, graphdef=graphdef,
+                     spec=spec)
+  out = jax.device_get(out)
+  rows = problems * spec.num_samples
+
+  def trim(x, size):
+    return x[:size] if isinstance(x, np.ndarray) and x.ndim >= 1 else x
+
+  per_row = {name: getattr(out, name) for name in ("tokens", "lengths", "stopped",
+                                                   "nucleus_overflow")}
+  return SampleOutput(
+      **{name: trim(value, rows) for name, value in per_row.items()}, steps=out.steps,
+      statistics=None if out.statistics is None else
+      {k: trim(v, rows) for k, v in out.statistics.items()},
+      scores=None if out.scores is None else {k: trim(v, rows) for k, v in out.scores.items()},
+      selections=None if out.selections is None else
+      {k: trim(v, problems) for k, v in out.selections.items()})
