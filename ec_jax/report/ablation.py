@@ -5,13 +5,13 @@ centroid table computed under those settings (NaN where a trajectory has no cent
 entry becomes one row {axis values..., accuracy, interval, correct, total, unanswered,
 unlabelled} of `lowest_centroid`, scored on the same labels. Axis names used in ec_jax:
 
-| axis | values | source |
-| --- | --- | --- |
-| `top_percent`, `bottom_percent`, `consecutive_low` | the threshold grid | keys `<method>@<t>/<b>/<c>` |
-| `centroid_method` | `weighted_average_center`, `weighted_average`, `moment`, `raw_entropy` | keys by method name |
-| `entropy` | `topk`, `full`, `sampling` | one scoring per entropy kind |
-| `phase_mass` | `length`, `entropy` | one scoring per phase mass |
-| `method`, `num_samples` | a method and n of the N trajectories | `num_samples_rows` |
+- `top_percent`, `bottom_percent`, `consecutive_low`: the threshold grid, from the per-trajectory
+  keys `<method>@<t>/<b>/<c>` (`threshold_grid_entries`).
+- `centroid_method`: `weighted_average_center`, `weighted_average`, `moment`, `raw_entropy`,
+  from the keys of those names.
+- `entropy`: `topk`, `full`, `sampling`, one scoring per entropy kind.
+- `phase_mass`: `length`, `entropy`, one scoring per phase mass.
+- `method`, `num_samples`: a method and n of the N trajectories (`num_samples_rows`).
 
 The rows give a Markdown table (`format_ablation_table`) and the grid of a heat-map
 (`heatmap_data`).
@@ -120,8 +120,8 @@ def tables_from_records(records: Iterable[Mapping[str, Any]], keys: Sequence[str
     keys: per-trajectory keys to tabulate, e.g. `weighted_average_center@5/50/3` or `correct`.
 
   Raises:
-    ValueError: a record lacks a key, repeats a (problem_id, trajectory_index) pair, or contains a
-      value that is not a number, a bool or null.
+    ValueError: a record lacks a key, repeats a (problem_id, trajectory_index) pair, or
+      contains a value that is not a number, a bool or null.
   """
   rows: dict[str, dict[int, list[float]]] = {}
   width = 0

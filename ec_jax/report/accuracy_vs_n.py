@@ -375,7 +375,10 @@ def _delta_choice(mask: np.ndarray, values: np.ndarray, candidates: np.ndarray,
 
 def _subset_masks(members: int, size: int, max_subsets: int, samples: int,
                   rng_seed: Sequence[int]) -> tuple[np.ndarray, bool]:
-  """Return `[subsets, M]` masks of every n-subset, or of `samples` random ones, and whether random."""
+  """Return `[subsets, M]` masks of every n-subset, or of `samples` random ones, and a flag.
+
+  The flag is true when the subsets are random.
+  """
   count = math.comb(members, size)
   if count <= max_subsets:
     flat = np.fromiter(itertools.chain.from_iterable(itertools.combinations(range(members), size)),
