@@ -258,6 +258,7 @@ def test_labels_table_accepts_nan_floats():
                                           centroids=[[0.1, 0.2]]), "shape"),
     (lambda: accuracy_vs_n.accuracy_curve("pass@1", [[2]], [1]), "correct\\[0\\]\\[0\\]"),
     (lambda: accuracy_vs_n.accuracy_curve("pass@1", [[True]], [1], samples=0), "samples"),
+    (lambda: accuracy_vs_n.accuracy_curve("pass@1", [[True]], [1], seed=-1), "seed"),
     (lambda: accuracy_vs_n.accuracy_curve("centroid_vote", [[True]], [1], centroids=[[0.1]],
                                           answers=[["a"]], centroid_vote_fraction=0),
      "centroid_vote_fraction"),

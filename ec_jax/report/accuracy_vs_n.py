@@ -159,10 +159,11 @@ def _check_n_values(n_values: Sequence[int], num_samples: int) -> tuple[int, ...
   return tuple(checked)
 
 
-def _check_sampling(max_subsets: int, samples: int) -> None:
-  for name, value in (("max_subsets", max_subsets), ("samples", samples)):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-      raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+def _check_sampling(max_subsets: int, samples: int, seed: int) -> None:
+  for name, value, minimum in (("max_subsets", max_subsets, 1), ("samples", samples, 1),
+                               ("seed", seed, 0)):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+      raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
 
 
 def _answer_codes(answers: Sequence[Sequence[Hashable | None]], shape: tuple[int, int]
@@ -469,7 +470,7 @@ def expected_scores_by_n(
   Returns:
     n -> ExpectedScores, in the order of `n_values` (duplicates dropped).
   """
-  _check_sampling(max_subsets, samples)
+  _check_sampling(max_subsets, samples, seed)
   inputs = _prepare(method, correct, present=present, centroids=centroids, scores=scores,
                     answers=answers, exact_key=exact_key, delta=delta,
                     centroid_vote_fraction=centroid_vote_fraction)
