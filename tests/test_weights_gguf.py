@@ -358,13 +358,24 @@ def test_load_decoder_in_bfloat16(tmp_path, qwen2):
 
 
 SMOLLM2_ENV = "EC_JAX_SMOLLM2_GGUF"
+SMOLLM2 = "smollm2-135m-instruct"
+
+
+def smollm2_path() -> str:
+  """The SmolLM2 file: $EC_JAX_SMOLLM2_GGUF, else the installed embedded model."""
+  from ec_jax.weights import embedded
+  path = os.environ.get(SMOLLM2_ENV)
+  if path:
+    return path
+  if embedded.is_installed(SMOLLM2):
+    return str(embedded.model_path(SMOLLM2))
+  pytest.skip(f"{SMOLLM2} is not installed; run: {embedded.install_command(SMOLLM2)} "
+              f"(or set {SMOLLM2_ENV} to its .gguf file).")
 
 
 @pytest.mark.model
 def test_smollm2_file_predicts_paris():
-  path = os.environ.get(SMOLLM2_ENV)
-  if not path:
-    pytest.skip(f"Set {SMOLLM2_ENV} to the SmolLM2-135M-Instruct Q4_1 .gguf file to run this.")
+  path = smollm2_path()
   model = gguf_reader.load_gguf_decoder(path)
   assert model.config.num_layers == 30
   assert model.config.num_kv_heads == 3
