@@ -29,7 +29,7 @@ import numpy as np
 
 from ec_jax.report import accuracy_vs_n
 from ec_jax.report import statistics
-from ec_jax.scoring import selection
+from ec_jax.scoring import host_selection as selection
 from ec_jax.scoring import settings as settings_lib
 
 # Keys of a row that are results rather than axes.

@@ -35,7 +35,7 @@ from collections.abc import Hashable, Sequence
 
 import numpy as np
 
-from ec_jax.scoring import selection
+from ec_jax.scoring import host_selection as selection
 
 PASS_METHODS = ("pass@1", "pass@n")
 # Methods that choose the lowest or highest of a per-trajectory score: the closed form applies.
