@@ -176,3 +176,15 @@ def test_broadcast_from_primary_keeps_python_scalars():
   assert isinstance(received["completed_batches"], int)
   assert isinstance(received["fraction"], float)
   np.testing.assert_array_equal(received["rows"], [0, 1, 2])
+
+
+def test_initialize_after_backend_start_raises(monkeypatch, caplog):
+  jax.devices()  # The test process has started its backend; make sure of it.
+  monkeypatch.setattr(distributed, "_STARTED", None)
+  environ = {"EC_JAX_COORDINATOR": "127.0.0.1:1", "EC_JAX_NUM_PROCESSES": "2",
+             "EC_JAX_PROCESS_ID": "1"}
+  with pytest.raises(RuntimeError, match="must be called before"):
+    parallel.initialize(environ=environ)
+  assert "jax.distributed.initialize failed (explicit mode, coordinator 127.0.0.1:1)" in (
+      caplog.text)
+  assert distributed._STARTED is None

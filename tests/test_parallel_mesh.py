@@ -1,6 +1,7 @@
 """Mesh construction, the logical-axis table and decoder shardings on 8 fake CPU devices."""
 
 import logging
+import types
 
 import jax
 from jax.sharding import AxisType, PartitionSpec as P
@@ -13,6 +14,7 @@ from ec_jax import parallel
 from ec_jax.model import config as config_lib
 from ec_jax.model import params as params_lib
 from ec_jax.model import testing
+from ec_jax.parallel import mesh as mesh_lib
 
 
 @pytest.mark.parametrize("data,model", [(8, 1), (4, 2), (2, 4)])
@@ -205,3 +207,13 @@ def test_sharded_forward_matches_one_device():
 
   assert logits.shape == expected.shape
   np.testing.assert_allclose(np.asarray(logits), np.asarray(expected), atol=2e-5, rtol=0)
+
+
+def test_model_axis_crosses_processes():
+  def devices(process_indices):
+    return np.array([[types.SimpleNamespace(process_index=index) for index in row]
+                     for row in process_indices], dtype=object)
+
+  assert not mesh_lib.model_axis_crosses_processes(devices([[0, 0], [1, 1]]))
+  assert mesh_lib.model_axis_crosses_processes(devices([[0, 1], [0, 1]]))
+  assert not mesh_lib.model_axis_crosses_processes(devices([[0], [1]]))

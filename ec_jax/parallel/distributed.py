@@ -96,10 +96,11 @@ def _parse_int(name: str, value: Any, low: int) -> int:
   return number
 
 
-def _pick(argument: Any, environ: Mapping[str, str], variable: str) -> tuple[Any, str]:
+def _pick(argument: Any, argument_name: str, environ: Mapping[str, str],
+          variable: str) -> tuple[Any, str]:
   """Return (value, name for errors): the argument when given, else the environment variable."""
   if argument is not None:
-    return argument, variable.removeprefix("EC_JAX_").lower()
+    return argument, argument_name
   return environ.get(variable) or None, variable
 
 
@@ -139,7 +140,7 @@ def plan_startup(
     ValueError: an unknown mode, a missing or invalid setting, or a process id out of range.
   """
   environ = os.environ if environ is None else environ
-  mode_value, mode_name = _pick(mode, environ, ENV_MODE)
+  mode_value, mode_name = _pick(mode, "mode", environ, ENV_MODE)
   mode_value = (mode_value or "auto").strip().lower()
   if mode_value not in MODES:
     raise ValueError(f"{mode_name} must be one of {list(MODES)}, got {mode_value!r}.")
@@ -152,10 +153,11 @@ def plan_startup(
        DEFAULT_HEARTBEAT_TIMEOUT_S),
       ("shutdown_timeout_s", shutdown_timeout_s, ENV_SHUTDOWN_TIMEOUT,
        DEFAULT_SHUTDOWN_TIMEOUT_S)):
-    value, name = _pick(argument, environ, variable)
+    value, name = _pick(argument, key, environ, variable)
     timeouts[key] = default if value is None else _parse_int(name, value, 1)
 
-  coordinator, coordinator_name = _pick(coordinator_address, environ, ENV_COORDINATOR)
+  coordinator, coordinator_name = _pick(
+      coordinator_address, "coordinator_address", environ, ENV_COORDINATOR)
   if mode_value == "auto":
     if coordinator:
       mode_value = "explicit"
@@ -169,11 +171,11 @@ def plan_startup(
     return StartupPlan(mode="tpu", **timeouts)
 
   if mode_value == "explicit":
-    count, count_name = _pick(num_processes, environ, ENV_NUM_PROCESSES)
-    index, index_name = _pick(process_id, environ, ENV_PROCESS_ID)
+    count, count_name = _pick(num_processes, "num_processes", environ, ENV_NUM_PROCESSES)
+    index, index_name = _pick(process_id, "process_id", environ, ENV_PROCESS_ID)
   else:
-    count, count_name = _pick(num_processes, environ, "SLURM_NTASKS")
-    index, index_name = _pick(process_id, environ, "SLURM_PROCID")
+    count, count_name = _pick(num_processes, "num_processes", environ, "SLURM_NTASKS")
+    index, index_name = _pick(process_id, "process_id", environ, "SLURM_PROCID")
   if not coordinator:
     hint = ("launch/slurm_gpu.sh sets it to the first node of the job"
             if mode_value == "slurm" else "set it to process 0's host:port")

@@ -111,7 +111,7 @@ def make_mesh(data: int = -1, model: int = 1,
   devices = list(devices)
   shape = resolve_mesh_shape(data, model, len(devices))
   mesh = jax.make_mesh(shape, MESH_AXES, (AxisType.Auto, AxisType.Auto), devices=devices)
-  if _model_axis_crosses_processes(mesh):
+  if model_axis_crosses_processes(mesh.devices):
     logging.warning(
         "The model axis (size %d) spans several processes, so tensor-parallel collectives go "
         "over the network between hosts. Prefer mesh.model <= the devices per process (%d).",
@@ -135,10 +135,8 @@ def describe_mesh(mesh: Mesh) -> str:
   return f"Mesh({sizes}; axis types {mesh.axis_types}; devices: {', '.join(kinds)})"
 
 
-def _model_axis_crosses_processes(mesh: Mesh) -> bool:
-  if MODEL_AXIS not in mesh.axis_names:
-    return False
-  devices = np.moveaxis(mesh.devices, mesh.axis_names.index(MODEL_AXIS), -1)
+def model_axis_crosses_processes(devices: np.ndarray) -> bool:
+  """Return whether some row of a [data, model] device array has devices of two processes."""
   for row in devices.reshape(-1, devices.shape[-1]):
     if len({device.process_index for device in row}) > 1:
       return True
