@@ -126,3 +126,17 @@ def test_killed_process_stops_peer(tmp_path, victim, pattern):
     assert re.search(pattern, output), output[-3000:]
   finally:
     _stop(processes)
+
+
+def test_unreachable_coordinator_fails(tmp_path):
+  port = _free_port()  # Nothing listens on it.
+  environ = _base_environ(devices=2)
+  environ.update(EC_JAX_COORDINATOR=f"127.0.0.1:{port}", EC_JAX_NUM_PROCESSES="2",
+                 EC_JAX_PROCESS_ID="1", EC_JAX_INIT_TIMEOUT_S="3")
+  result = subprocess.run([sys.executable, "-m", "ec_jax.parallel.selfcheck"], cwd=REPO_ROOT,
+                          env=environ, capture_output=True, text=True, timeout=120,
+                          check=False)
+  output = result.stdout + result.stderr
+  assert result.returncode != 0, output[-3000:]
+  assert f"Starting jax.distributed (explicit mode): coordinator 127.0.0.1:{port}" in output
+  assert "DEADLINE_EXCEEDED" in output, output[-3000:]
