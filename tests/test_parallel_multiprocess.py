@@ -79,16 +79,17 @@ def test_selfcheck_two_processes_match_one(tmp_path):
       timeout=300, check=False)
   assert single.returncode == 0, single.stderr[-5000:]
 
-  multi = json.loads(multi_output.read_text())
-  one = json.loads(single_output.read_text())
-  assert multi["process_count"] == 2
-  assert one["process_count"] == 1
-  assert multi["startup_mode"] == "explicit"
-  assert multi["mesh"] == one["mesh"] == {"data": 2, "model": 2}
+  multi_result = json.loads(multi_output.read_text())
+  single_result = json.loads(single_output.read_text())
+  assert multi_result["process_count"] == 2
+  assert single_result["process_count"] == 1
+  assert multi_result["startup_mode"] == "explicit"
+  assert multi_result["mesh"] == single_result["mesh"] == {"data": 2, "model": 2}
   # Both runs give every device the same shapes, so XLA computes the same values.
   for key in ("token_logprob", "top_values"):
-    np.testing.assert_allclose(multi[key], one[key], rtol=0, atol=1e-6, err_msg=key)
-  assert multi["top_ids"] == one["top_ids"]
+    np.testing.assert_allclose(multi_result[key], single_result[key], rtol=0, atol=1e-6,
+                               err_msg=key)
+  assert multi_result["top_ids"] == single_result["top_ids"]
 
 
 @pytest.mark.parametrize("victim,pattern", [
