@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ec_jax.scoring import float_keys
+
 # DeepConf's window and tail for long traces; configs for short traces set them smaller.
 DEFAULT_WINDOW = 2048
 DEFAULT_TAIL = 2048
@@ -129,26 +131,6 @@ def _window_means(prefix: jax.Array, mean: jax.Array, count: jax.Array,
   return means, exists, windows
 
 
-def _order_keys(values: jax.Array) -> jax.Array:
-  """Map floats to unsigned integers of the same width whose order is the float order."""
-  bits = 8 * values.dtype.itemsize
-  unsigned = jnp.uint64 if bits == 64 else jnp.uint32
-  raw = jax.lax.bitcast_convert_type(values, unsigned)
-  # Negative floats: flip every bit, so larger magnitudes sort first. Others: set the sign bit.
-  flip = jnp.where(raw >> (bits - 1) == 1, unsigned((1 << bits) - 1),
-                   unsigned(1 << (bits - 1)))
-  return raw ^ flip
-
-
-def _from_order_keys(keys: jax.Array, dtype: jnp.dtype) -> jax.Array:
-  """Invert `_order_keys`."""
-  bits = 8 * keys.dtype.itemsize
-  unsigned = keys.dtype.type
-  flip = jnp.where(keys >> (bits - 1) == 1, unsigned(1 << (bits - 1)),
-                   unsigned((1 << bits) - 1))
-  return jax.lax.bitcast_convert_type(keys ^ flip, dtype)
-
-
 def _sum_of_smallest(values: jax.Array, exists: jax.Array, count: jax.Array) -> jax.Array:
   """Return the sum of the `count [rows]` smallest existing entries of each row.
 
@@ -157,7 +139,7 @@ def _sum_of_smallest(values: jax.Array, exists: jax.Array, count: jax.Array) -> 
   Entries below that value are summed, and copies of the value make up the remaining count, so
   a tie at the threshold adds only as many copies as the count needs.
   """
-  keys = _order_keys(jnp.where(exists, values, jnp.inf))
+  keys = float_keys.order_keys(jnp.where(exists, values, jnp.inf))
   bits = 8 * keys.dtype.itemsize
 
   def halve(_, bounds):
@@ -170,7 +152,7 @@ def _sum_of_smallest(values: jax.Array, exists: jax.Array, count: jax.Array) -> 
   bounds = (jnp.min(keys, axis=-1), jnp.max(keys, axis=-1))
   _, threshold_key = jax.lax.fori_loop(0, bits, halve, bounds)
   below = keys < threshold_key[:, None]
-  threshold = _from_order_keys(threshold_key, values.dtype)
+  threshold = float_keys.from_order_keys(threshold_key, values.dtype)
   remainder = (count - jnp.sum(below, axis=-1)).astype(values.dtype)
   return jnp.sum(jnp.where(below, values, 0), axis=-1) + remainder * threshold
 

@@ -12,6 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from ec_jax.scoring import float_keys
+
 
 def rounded_product(x: jax.Array, y: jax.Array) -> jax.Array:
   """Return x * y rounded to the dtype before any later addition.
@@ -22,24 +24,6 @@ def rounded_product(x: jax.Array, y: jax.Array) -> jax.Array:
   where `y` is NaN, where both branches are NaN anyway.
   """
   return jnp.where(y == y, x * y, y)
-
-
-def _sort_keys(values: jax.Array) -> jax.Array:
-  """Map floats to signed integers of the same width whose order is the floats' order.
-
-  Non-negative floats keep their bit pattern; negative ones get every bit but the sign flipped.
-  The map is its own inverse. XLA's CPU sort of integers is several times faster than its sort
-  of floats, which goes through a NaN-aware comparator.
-  """
-  int_dtype = jnp.int64 if values.dtype == jnp.float64 else jnp.int32
-  bits = lax.bitcast_convert_type(values, int_dtype)
-  magnitude_mask = jnp.asarray(jnp.iinfo(int_dtype).max, int_dtype)
-  return bits ^ ((bits >> (jnp.iinfo(int_dtype).bits - 1)) & magnitude_mask)
-
-
-def _sort_keys_inverse(keys: jax.Array) -> jax.Array:
-  magnitude_mask = jnp.asarray(jnp.iinfo(keys.dtype).max, keys.dtype)
-  return keys ^ ((keys >> (jnp.iinfo(keys.dtype).bits - 1)) & magnitude_mask)
 
 
 def sort_valid(values: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -56,8 +40,8 @@ def sort_valid(values: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Arra
   # Sorting the integer keys measured faster on CPU than the exact selection schemes tried;
   # BENCHMARKS.md records its share of the scoring time.
   padded = jnp.where(valid, values, jnp.asarray(jnp.inf, values.dtype))
-  keys = lax.sort(_sort_keys(padded), dimension=1, is_stable=False)
-  sorted_values = lax.bitcast_convert_type(_sort_keys_inverse(keys), values.dtype)
+  keys = lax.sort(float_keys.order_keys(padded), dimension=1, is_stable=False)
+  sorted_values = float_keys.from_order_keys(keys, values.dtype)
   return sorted_values, jnp.sum(valid, axis=-1, dtype=jnp.int32)
 
 
