@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from ec_jax.scoring import deepconf
+from ec_jax.scoring import float_keys
 
 ROWS = 5
 TIME = 24
@@ -168,8 +169,8 @@ def test_deepconf_rejects_wrong_rank():
 def test_order_keys_sort_like_floats(dtype, x64):
   values = np.array([-np.inf, -3.5, -1e-30, -0.0, 0.0, 1e-30, 0.25, 7.0, np.inf], dtype=dtype)
   with jax.enable_x64(x64):
-    keys = np.asarray(deepconf._order_keys(jnp.asarray(values)))
-    restored = np.asarray(deepconf._from_order_keys(jnp.asarray(keys), jnp.dtype(dtype)))
+    keys = np.asarray(float_keys.order_keys(jnp.asarray(values)))
+    restored = np.asarray(float_keys.from_order_keys(jnp.asarray(keys), jnp.dtype(dtype)))
   assert keys.dtype.itemsize == np.dtype(dtype).itemsize
   assert np.all(keys[1:] > keys[:-1])
   assert restored.tobytes() == values.tobytes()
