@@ -9,6 +9,7 @@ import pytest
 from flax import nnx
 
 from ec_jax.model import config as config_lib
+from ec_jax.model import params as params_lib
 from ec_jax.model import testing as model_testing
 from ec_jax.sampling import generate as generate_lib
 from ec_jax.scoring import pipeline
@@ -206,3 +207,32 @@ def test_one_and_eight_devices_agree():
   # Different per-device shapes may round differently and rarely flip a sampled token.
   print(f"trajectories diverging from the 1-device run: {diverged} of {compared}")
   assert diverged <= compared // 4
+
+
+def test_model_axis_sharding_agrees_with_one_device():
+  from ec_jax.parallel import mesh as mesh_lib
+  config = config_lib.tiny_llama()
+  mesh = mesh_lib.make_mesh(data=2, model=4)
+  # Heads, key/value heads, the SwiGLU width and the vocabulary split over `model`.
+  decoder = params_lib.decoder_from_params(config, model_testing.random_params(config, seed=1),
+                                           mesh_lib.param_shardings(config, mesh))
+  graphdef, state = nnx.split(decoder)
+  spec = dataclass_replace(SPEC, mesh=mesh)
+  sampling = generate_lib.SamplingParams(np.float32(1.0), np.float32(0.95), np.int32(0),
+                                         np.int32(spec.max_new_tokens))
+  scoring = generate_lib.ScoringParams(
+      pipeline.settings_inputs([settings_lib.PhaseSetting()]), np.float32(0.1), np.int32(8),
+      np.int32(8))
+  sharded = generate_lib.sample(state, graphdef, spec, PROMPTS, PROMPT_LENGTHS, UIDS, 7,
+                                np.array([STOP_ID]), sampling, scoring)
+  reference = sample_on_mesh(1, 4)
+  diverged = int((sharded.tokens != reference.tokens).any(axis=1).sum())
+  print(f"trajectories diverging between a (2, 4) mesh and one device: {diverged} of 12")
+  assert diverged <= 3
+  same = ~(sharded.tokens != reference.tokens).any(axis=1)
+  for row in np.flatnonzero(same):
+    length = reference.lengths[row]
+    np.testing.assert_allclose(sharded.statistics["logprob"][row, :length],
+                               reference.statistics["logprob"][row, :length], atol=2e-4, rtol=0)
+  np.testing.assert_array_equal(sharded.selections["lowest_centroid"][same.reshape(3, 4).all(1)],
+                                reference.selections["lowest_centroid"][same.reshape(3, 4).all(1)])
