@@ -1,7 +1,7 @@
 """Per-row percentiles of the valid entries, bit-identical to numpy's default ("linear") method.
 
 `jnp.percentile` interpolates with a different expression and can differ from numpy in the last
-bit, which flips inclusive comparisons against the threshold; this module reproduces numpy's
+bit, which flips inclusive comparisons against the threshold. This module reproduces numpy's
 arithmetic step by step instead. With x64 enabled the results equal `np.percentile` exactly.
 """
 
@@ -20,8 +20,8 @@ def rounded_product(x: jax.Array, y: jax.Array) -> jax.Array:
 
   XLA's CPU backend contracts a multiply feeding an add into one fused multiply-add, which skips
   the product's rounding and changes the last bit compared with numpy. A select between the
-  product and an operand keeps the multiply and the add apart; the condition is false only
-  where `y` is NaN, where both branches are NaN anyway.
+  product and an operand keeps the multiply and the add apart. Its condition is false only where
+  `y` is NaN, and there both branches are NaN anyway.
   """
   return jnp.where(y == y, x * y, y)
 
