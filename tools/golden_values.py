@@ -14,9 +14,9 @@ CPU), an implementation independent of ec_jax.model. For each embedded model the
   `gguf` package's dequantization of the same tensors.
 
 What is independent and what is not: transformers 5.25 dequantizes GGUF tensors with the same
-`gguf.dequantize` routine that ec_jax uses (`weights_check` confirms the values agree exactly,
-up to the row order of Llama query and key weights, which both programs undo separately). The
-golden values therefore check ec_jax's config parsing, the Llama query/key row order, RoPE,
+`gguf.dequantize` routine that ec_jax uses. `weights_check` confirms that the values agree
+exactly, up to the row order of Llama query and key weights, which each program restores on its
+own. The golden values therefore check ec_jax's config parsing, the Llama query/key row order, RoPE,
 attention, normalization and the vocabulary projection, not the dequantization itself.
 
 Prompt ids come from transformers' GGUF tokenizer. For SmolLM2, its pre-tokenizer is replaced
