@@ -1,28 +1,28 @@
 """Scoring of imported traces: from trajectories to per-trajectory records, selections, a summary.
 
-  trajectories ──► pack in row chunks ──► top-k statistics (one jit per chunk shape)
-      ──► one jitted call: thresholds, phases, centroids of every setting, DeepConf, means
-      ──► [problems, N] tables ──► selection rules ──► bootstrap ──► records and summary
+  trace file ──► reader (one trajectory at a time) ──► chunks of fixed shape on a worker thread
+      (thresholds, phases, centroids of every setting, DeepConf, means)
+      ──► per-trajectory results in input order (per-token arrays are dropped)
+      ──► labels by key ──► [problems, N] tables ──► selection rules ──► bootstrap ──► records
 
 Setting 0 is the configured threshold setting; with a sweep the grid follows in the same call.
-The command `experiments/score_traces.py` and the sweep command share this module. The records
-are built in `trace_records` and written by `results_folder`; FORMAT.md in `ec_jax/traces`
-describes them.
+`streaming.ChunkedScorer` scores the chunks; a trajectory's results do not depend on the chunk
+it lands in. The command `experiments/score_traces.py` and the sweep command share this module.
+The records are built in `trace_records` and written by `results_folder`; FORMAT.md in
+`ec_jax/traces` describes them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import pathlib
 import time
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from absl import logging
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ec_jax import config_checks
@@ -34,10 +34,10 @@ from ec_jax.scoring import pipeline
 from ec_jax.scoring import results_folder
 from ec_jax.scoring import selection
 from ec_jax.scoring import settings as settings_lib
-from ec_jax.scoring import token_stats
+from ec_jax.scoring import streaming
 from ec_jax.scoring import trace_records
-from ec_jax.traces import batch as batch_lib
 from ec_jax.traces import detect
+from ec_jax.traces import labels as labels_lib
 
 CENTROIDS_FILE = "centroids.jsonl"
 SELECTED_FILE = "selected.jsonl"
@@ -45,10 +45,10 @@ SUMMARY_FILE = "summary.json"
 CONFIG_FILE = results_folder.CONFIG_FILE
 OUTPUT_FILES = (CENTROIDS_FILE, SELECTED_FILE, SUMMARY_FILE, CONFIG_FILE)
 
-# Time axis padding, so traces of similar length share one compiled shape.
-PAD_MULTIPLE = 128
-# Bytes of top-k log-probabilities packed at once ([rows, time, k] float64).
-TOPK_CHUNK_BYTES = 256 << 20
+# Chunk layout: rows per chunk for short trajectories, and the smallest time bucket. Larger
+# chunks amortise the per-call overhead; the memory of a chunk grows with both.
+CHUNK_ROWS = 256
+MIN_TIME = 256
 IMPORTED_FORMATS = (detect.REFERENCE_JSON, detect.REFERENCE_JSONL, detect.VLLM_JSONL)
 ENTROPY_KINDS = config_checks.ENTROPY_KINDS
 _NO_FULL_DISTRIBUTION = ("imported top-k traces record only the k largest probabilities per "
@@ -132,201 +132,115 @@ def options_from_config(config: Any) -> ScoringOptions:
 
 
 # ---------------------------------------------------------------------------------------------
-# Token arrays: the [rows, time] inputs of the scoring call.
+# Opening the input: format, label file, trajectory iterator.
+
+
+@dataclasses.dataclass(frozen=True)
+class TrajectoryInfo:
+  """The metadata of one trajectory that the records and selections use (no per-token arrays).
+
+  `labels.attach_labels` accepts it in place of a `traces.Trajectory`.
+  """
+
+  problem_id: str
+  trajectory_index: int
+  label: bool | None = None
+  answer: str | None = None
+  ground_truth: str | None = None
+
+  @property
+  def key(self) -> tuple[str, int]:
+    """(problem_id, trajectory_index), the identity used to match labels."""
+    return (self.problem_id, self.trajectory_index)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class TokenArrays:
-  """Per-token inputs of every trajectory, one row per trajectory in input order.
+class TraceInput:
+  """An opened trace input: trajectories still to read, and the label file to apply after.
 
   Attributes:
-    entropies: `[rows, time]` selection entropy in nats; values where `valid` is False are
-      ignored.
-    valid: `[rows, time]` bool, a value is present at the position.
-    lengths: `[rows]` int32 lengths L, invalid positions included.
-    num_nan: `[rows]` int32 positions whose entropy was NaN in the file.
-    num_missing: `[rows]` int32 positions whose entropy was null in the file.
-    series: other `[rows, time]` per-token values by name (`confidence`, `self_certainty`,
-      `entropy_<kind>`), NaN where absent; a name missing here is unavailable.
-    unavailable: name of a series -> the reason it is unavailable.
-    entropy_source: where `entropies` came from, in words.
+    path: the trace file or run folder that is read.
+    detected_format: one of `reference_json`, `reference_jsonl`, `vllm`, `ec_jax`.
+    trajectories: the trajectories in file order, read lazily (run folders are read whole).
+    labels_path: the label file, or None.
+    label_cache: its entries, read before the traces so that a bad label file fails first.
   """
 
-  entropies: np.ndarray
-  valid: np.ndarray
-  lengths: np.ndarray
-  num_nan: np.ndarray
-  num_missing: np.ndarray
-  series: dict[str, np.ndarray]
-  unavailable: dict[str, str]
-  entropy_source: str
-
-  @property
-  def time(self) -> int:
-    return int(self.valid.shape[1])
+  path: pathlib.Path
+  detected_format: str
+  trajectories: Iterator[traces.Trajectory]
+  labels_path: pathlib.Path | None
+  label_cache: Mapping[str, labels_lib.CacheEntry] | None
 
 
-@jax.jit
-def _topk_statistics_jit(topk_logprobs: jax.Array, topk_valid: jax.Array
-                         ) -> tuple[jax.Array, jax.Array]:
-  """Return `[rows, time]` top-k entropy and confidence, NaN where a position has no top-k row."""
-  entropy, confidence = token_stats.topk_statistics_from_logprobs(topk_logprobs)
-  nan = jnp.asarray(jnp.nan, entropy.dtype)
-  return jnp.where(topk_valid, entropy, nan), jnp.where(topk_valid, confidence, nan)
+def _labels_argument(labels: str) -> str | None:
+  if labels == config_checks.LABELS_AUTO:
+    return "auto"
+  if labels == config_checks.LABELS_NONE:
+    return None
+  return labels
 
 
-def _pad_rows(array: np.ndarray, rows: int, value: float) -> np.ndarray:
-  """Pad the leading axis of `array` to `rows` entries filled with `value`."""
-  missing = rows - array.shape[0]
-  if missing == 0:
-    return array
-  padding = np.full((missing, *array.shape[1:]), value, dtype=array.dtype)
-  return np.concatenate([array, padding])
-
-
-def _topk_width(trajectories: Sequence[traces.Trajectory]) -> int | None:
-  """Return the largest top-k width, or None when a non-empty trajectory has no top-k table."""
-  widths = []
-  for trajectory in trajectories:
-    if not trajectory.num_tokens:
-      continue
-    if trajectory.topk_logprobs is None:
-      return None
-    widths.append(trajectory.topk_logprobs.shape[1])
-  return max(widths, default=None)
-
-
-def _per_token_series(trajectories: Sequence[traces.Trajectory], name: str,
-                      time: int) -> np.ndarray | None:
-  """Stack `per_token[name]` into `[rows, time]` float64 with NaN padding, or None if absent."""
-  table = np.full((len(trajectories), time), np.nan)
-  for row, trajectory in enumerate(trajectories):
-    if not trajectory.num_tokens:
-      continue
-    values = trajectory.per_token.get(name)
-    if values is None:
-      return None
-    table[row, :trajectory.num_tokens] = values
-  return table
-
-
-def token_arrays(trajectories: Sequence[traces.Trajectory], detected_format: str,
-                 selection_entropy: str, pad_multiple: int = PAD_MULTIPLE) -> TokenArrays:
-  """Pack trajectories and derive every per-token series the scores need.
-
-  vLLM-style traces get their entropies and DeepConf confidence from the top-k log-probabilities,
-  reference traces keep the file's entropies and get confidence from `top_k_probs` when every
-  trajectory has them, and ec_jax run folders supply all series from their shards. Top-k tables
-  are packed in row chunks of at most TOPK_CHUNK_BYTES, padded to one shape.
+def open_traces(config: Any, options: ScoringOptions) -> TraceInput:
+  """Detect the input's format, read its label file, and start reading its trajectories.
 
   Raises:
+    TraceFormatError, FileNotFoundError: the input or the label file is malformed or missing.
     TraceScoringError: `selection_entropy` is not `topk` for imported top-k traces.
   """
-  imported = detected_format in IMPORTED_FORMATS
-  if imported and selection_entropy != "topk":
+  path = detect.resolve_trace_path(config.input)
+  trajectories = traces.iter_traces(path, format=config.format, k=options.entropy_k,
+                                    entropy_kind=options.selection_entropy)
+  detected_format = detect.detect_format(path)
+  if detected_format in IMPORTED_FORMATS and options.selection_entropy != "topk":
     raise TraceScoringError(
-        f"selection_entropy={selection_entropy!r} is unavailable for {detected_format} traces: "
-        f"{_NO_FULL_DISTRIBUTION}. Set --config.selection_entropy=topk, or score an ec_jax run "
-        "folder, which records all three entropies.")
-  rows = len(trajectories)
-  max_length = max(trajectory.num_tokens for trajectory in trajectories)
-  time = batch_lib.padded_time(max_length, pad_multiple)
-  width = _topk_width(trajectories) if detected_format != detect.EC_JAX_RUN else None
-  if detected_format == detect.VLLM_JSONL and width is None:
-    raise TraceScoringError("vLLM-style traces need top-k log-probabilities in every record.")
+        f"selection_entropy={options.selection_entropy!r} is unavailable for {detected_format} "
+        f"traces: {_NO_FULL_DISTRIBUTION}. Set --config.selection_entropy=topk, or score an "
+        "ec_jax run folder, which records all three entropies.")
 
-  chunk_rows = rows if width is None else max(1, min(rows, TOPK_CHUNK_BYTES // (time * width * 8)))
-  parts: dict[str, list[np.ndarray]] = {name: [] for name in (
-      "entropies", "valid", "lengths", "num_nan", "num_missing", "topk_entropy", "confidence")}
-  for start in range(0, rows, chunk_rows):
-    chunk = trajectories[start:start + chunk_rows]
-    # With pad_multiple = time the chunk is padded to exactly `time` positions.
-    packed = traces.pack(chunk, pad_multiple=time, include_topk=width is not None)
-    parts["valid"].append(packed.valid)
-    parts["lengths"].append(packed.lengths)
-    parts["num_nan"].append(packed.num_nan)
-    parts["num_missing"].append(packed.num_missing)
-    if packed.entropies is not None:
-      parts["entropies"].append(packed.entropies)
-    if width is not None:
-      topk, topk_valid = _chunk_topk(packed, len(chunk), time, width)
-      entropy, confidence = jax.device_get(_topk_statistics_jit(
-          _pad_rows(topk, chunk_rows, 0.0), _pad_rows(topk_valid, chunk_rows, False)))
-      parts["topk_entropy"].append(np.asarray(entropy)[:len(chunk)])
-      parts["confidence"].append(np.asarray(confidence)[:len(chunk)])
-
-  valid = np.concatenate(parts["valid"])
-  series: dict[str, np.ndarray] = {}
-  unavailable: dict[str, str] = {}
-  if detected_format == detect.VLLM_JSONL:
-    # Positions without a top-k row hold NaN; zero them so no NaN reaches masked arithmetic.
-    entropies = np.where(valid, np.concatenate(parts["topk_entropy"]), 0.0)
-    entropy_source = (f"top-{width} entropy computed from the file's log-probabilities")
+  labels = _labels_argument(config.labels)
+  if labels == "auto":
+    labels_path = labels_lib.find_labels_file(path)
+  elif labels is None:
+    labels_path = None
   else:
-    entropies = np.concatenate(parts["entropies"])
-    entropy_source = ("the file's entropy values" if imported
-                      else f"the run folder's entropy_{selection_entropy} arrays")
-
-  if imported:
-    if width is not None:
-      series["confidence"] = np.concatenate(parts["confidence"])
-    else:
-      unavailable["confidence"] = ("some trajectory has no top_k_probs, from which the DeepConf "
-                                   "confidence is computed")
-    unavailable["self_certainty"] = f"self-certainty is unavailable: {_NO_FULL_DISTRIBUTION}"
-    for kind in ("full", "sampling"):
-      unavailable[f"entropy_{kind}"] = f"{kind} entropy is unavailable: {_NO_FULL_DISTRIBUTION}"
-  else:
-    names = ["confidence", "self_certainty"]
-    names += [f"entropy_{kind}" for kind in ENTROPY_KINDS if kind != selection_entropy]
-    for name in names:
-      table = _per_token_series(trajectories, name, time)
-      if table is None:
-        unavailable[name] = f"the run folder has no {name} arrays"
-      else:
-        series[name] = table
-  return TokenArrays(
-      entropies=entropies, valid=valid, lengths=np.concatenate(parts["lengths"]),
-      num_nan=np.concatenate(parts["num_nan"]), num_missing=np.concatenate(parts["num_missing"]),
-      series=series, unavailable=unavailable, entropy_source=entropy_source)
-
-
-def _chunk_topk(packed: traces.PackedTraces, rows: int, time: int,
-                width: int) -> tuple[np.ndarray, np.ndarray]:
-  """Return the chunk's `[rows, time, width]` top-k table and `[rows, time]` validity."""
-  if packed.topk_logprobs is None:
-    # Only a chunk of empty trajectories has no table.
-    return np.zeros((rows, time, width)), np.zeros((rows, time), bool)
-  table = packed.topk_logprobs
-  if table.shape[2] < width:
-    padding = np.full((rows, time, width - table.shape[2]), -np.inf)
-    table = np.concatenate([table, padding], axis=2)
-  return table, packed.topk_valid
+    labels_path = pathlib.Path(labels)
+    if not labels_path.is_file():
+      raise FileNotFoundError(
+          f"labels file {labels_path} does not exist; pass an evaluation_cache.json, leave "
+          "labels empty to use the one beside the input, or pass labels=none")
+    logging.info("Using labels from %s.", labels_path)
+  cache = None if labels_path is None else labels_lib.read_evaluation_cache(labels_path)
+  return TraceInput(path=path, detected_format=detected_format, trajectories=trajectories,
+                    labels_path=labels_path, label_cache=cache)
 
 
 # ---------------------------------------------------------------------------------------------
-# The scoring call.
+# Streaming the trajectories into the chunked scorer.
 
 
-@functools.partial(jax.jit, static_argnames=("spec",))
-def _score_jit(entropies: jax.Array, valid: jax.Array, lengths: jax.Array,
-               settings: pipeline.SettingsInputs, series: dict[str, jax.Array],
-               window: jax.Array, tail: jax.Array, spec: pipeline.ScoringSpec
-               ) -> tuple[pipeline.TrajectoryScores, dict[str, jax.Array]]:
-  """Score every trajectory under every setting, plus the per-trajectory token scores."""
-  scores = pipeline.score_trajectories(entropies, valid, lengths, settings, spec)
-  per_trajectory = {"mean_entropy": deepconf.mean_entropy(entropies, lengths, valid)}
-  if "confidence" in series:
-    per_trajectory.update(deepconf.deepconf_scores(series["confidence"], lengths,
-                                                   window=window, tail=tail))
-  if "self_certainty" in series:
-    per_trajectory["self_certainty"] = deepconf.mean_self_certainty(series["self_certainty"],
-                                                                    lengths)
-  for kind in ENTROPY_KINDS:
-    if f"entropy_{kind}" in series:
-      per_trajectory[f"mean_entropy_{kind}"] = deepconf.mean_entropy(series[f"entropy_{kind}"],
-                                                                     lengths)
-  return scores, per_trajectory
+@dataclasses.dataclass(frozen=True, eq=False)
+class TrajectoryCounts:
+  """Per-trajectory counts kept while the trajectories stream past, one row each in input order.
+
+  Attributes:
+    lengths: `[rows]` int32 lengths L, invalid positions included.
+    num_nan: `[rows]` int32 positions whose entropy was NaN in the file.
+    num_missing: `[rows]` int32 positions whose entropy was null in the file.
+    unavailable: name of a per-token series (`confidence`, `self_certainty`, `entropy_<kind>`)
+      -> the reason it is unavailable.
+    entropy_source: where the selection entropies came from, in words.
+  """
+
+  lengths: np.ndarray
+  num_nan: np.ndarray
+  num_missing: np.ndarray
+  unavailable: dict[str, str]
+  entropy_source: str
+
+
+# NOTE: the name that trace_records' type annotations still use.
+TokenArrays = TrajectoryCounts
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -334,7 +248,9 @@ class ScoredTraces:
   """Host copies of the scores of every trajectory.
 
   Attributes:
-    scores: the pipeline's scores as numpy arrays, `[rows, settings]` unless noted.
+    scores: the pipeline's scores as numpy arrays, `[rows, settings]` unless noted. The phase
+      list `details.phases` is `[rows, P, 2]`, with P the most phases any row lists (at most
+      max_phases), and `details.phase_id` is None.
     per_trajectory: score name -> `[rows]` float64 (NaN: no score); names that are unavailable
       are absent.
   """
@@ -343,28 +259,224 @@ class ScoredTraces:
   per_trajectory: dict[str, np.ndarray]
 
 
-def score_arrays(arrays: TokenArrays, options: ScoringOptions) -> ScoredTraces:
-  """Run the one jitted scoring call over all trajectories and settings."""
-  if not jax.config.jax_enable_x64 and arrays.time > phases_lib.MAX_TIME_UINT32:
-    raise TraceScoringError(
-        f"The longest trajectory needs {arrays.time} positions, but without x64 the exact "
-        f"phase sums allow at most {phases_lib.MAX_TIME_UINT32}. Set --config.x64=True.")
-  dtype = jax.dtypes.canonicalize_dtype(jnp.float64)
-  spec = pipeline.ScoringSpec(max_phases=options.max_phases, with_details=True,
-                              phase_masses=(options.phase_mass,))
-  series = {name: values.astype(dtype) for name, values in arrays.series.items()}
-  start = time.perf_counter()
-  scores, per_trajectory = _score_jit(
-      arrays.entropies.astype(dtype), arrays.valid, arrays.lengths,
-      pipeline.settings_inputs(options.settings), series,
-      np.int32(options.deepconf_window), np.int32(options.deepconf_tail), spec)
-  scores, per_trajectory = jax.device_get((scores, per_trajectory))
-  logging.info("Scored %d trajectories under %d settings in %.2f s (compilation included).",
-               arrays.lengths.shape[0], len(options.settings), time.perf_counter() - start)
-  per_trajectory = {name: np.asarray(values, np.float64) for name, values in
-                    per_trajectory.items()}
+def _run_folder_series(selection_entropy: str) -> tuple[str, ...]:
+  """Return the per-token series of an ec_jax run folder that get per-trajectory means."""
+  return ("self_certainty",
+          *(f"entropy_{kind}" for kind in ENTROPY_KINDS if kind != selection_entropy))
+
+
+class _TraceStream:
+  """Turns trajectories into scorer rows, keeping only their metadata and counts.
+
+  The scorer is created at the first trajectory with tokens, because its top-k table decides
+  whether reference traces get a DeepConf confidence. Empty trajectories before it wait in a list.
+  """
+
+  def __init__(self, detected_format: str, options: ScoringOptions, max_rows: int,
+               min_time: int, overlap: bool):
+    self.detected_format = detected_format
+    self.options = options
+    self.infos: list[TrajectoryInfo] = []
+    self.lengths: list[int] = []
+    self.num_nan: list[int] = []
+    self.num_missing: list[int] = []
+    self.topk_width = 0
+    # Series that some trajectory with tokens lacks (unavailable for all, as one table).
+    self.lacking: set[str] = set()
+    self.scorer: streaming.ChunkedScorer | None = None
+    self._waiting: list[streaming.TokenRow] = []
+    self._layout = {"max_rows": max_rows, "min_time": min_time}
+    self._overlap = overlap
+    self._series = (_run_folder_series(options.selection_entropy)
+                    if detected_format == detect.EC_JAX_RUN else ())
+
+  def add(self, trajectory: traces.Trajectory) -> None:
+    self.infos.append(TrajectoryInfo(
+        problem_id=trajectory.problem_id, trajectory_index=trajectory.trajectory_index,
+        label=trajectory.label, answer=trajectory.answer, ground_truth=trajectory.ground_truth))
+    self.lengths.append(trajectory.num_tokens)
+    self.num_missing.append(int(np.count_nonzero(trajectory.missing)))
+    row = self._token_row(trajectory)
+    if self.scorer is None and trajectory.num_tokens:
+      self._start_scorer(trajectory)
+    if self.scorer is None:
+      self._waiting.append(row)
+    else:
+      self.scorer.add(row)
+
+  def _token_row(self, trajectory: traces.Trajectory) -> streaming.TokenRow:
+    """Return the scorer row of a trajectory and count its NaN entropies."""
+    length = trajectory.num_tokens
+    if not jax.config.jax_enable_x64 and length > streaming.MAX_TIME_WITHOUT_X64:
+        raise TraceScoringError(
+            f"Problem {trajectory.problem_id!r} trajectory {trajectory.trajectory_index} has "
+            f"{length} tokens, but without x64 the exact phase sums allow at most "
+            f"{streaming.MAX_TIME_WITHOUT_X64}. Set --config.x64=True.")
+    if self.detected_format == detect.VLLM_JSONL:
+      self.num_nan.append(0)
+      table = trajectory.topk_logprobs
+      if table is None:
+        if length:
+          raise TraceScoringError(
+              f"vLLM-style traces need top-k log-probabilities in every record; problem "
+              f"{trajectory.problem_id!r} trajectory {trajectory.trajectory_index} has none.")
+        table = np.zeros((0, self.options.entropy_k))
+      if length:
+        self.topk_width = max(self.topk_width, table.shape[1])
+      # A position counts when its top-k row is complete; null positions are NaN rows.
+      return streaming.TokenRow(entropy=None, missing=np.isnan(table).any(axis=1),
+                                topk_logprobs=table)
+
+    entropy = trajectory.entropy
+    is_nan = np.isnan(entropy)
+    self.num_nan.append(int(np.count_nonzero(is_nan & ~trajectory.missing)))
+    # NaN entropies are invalid and counted above, so the scorer treats them as missing.
+    missing = trajectory.missing | is_nan
+    if self.detected_format != detect.EC_JAX_RUN:
+      if length:
+        if trajectory.topk_logprobs is None:
+          self.lacking.add("confidence")
+        else:
+          self.topk_width = max(self.topk_width, trajectory.topk_logprobs.shape[1])
+      return streaming.TokenRow(entropy=entropy, missing=missing,
+                                topk_logprobs=trajectory.topk_logprobs)
+
+    per_token = trajectory.per_token
+    if length:
+      self.lacking.update(name for name in ("confidence", *self._series)
+                          if name not in per_token)
+    return streaming.TokenRow(
+        entropy=entropy, missing=missing, confidence=per_token.get("confidence"),
+        series={name: per_token[name] for name in self._series if name in per_token})
+
+  def _start_scorer(self, first: traces.Trajectory | None) -> None:
+    """Create the scorer for the format, given the first trajectory with tokens, and feed it."""
+    options = self.options
+    fmt = self.detected_format
+    has_topk = first is not None and first.topk_logprobs is not None
+    chunk_options = streaming.ChunkOptions(
+        **self._layout,
+        entropy_from_topk=fmt == detect.VLLM_JSONL,
+        confidence_from_topk=fmt in IMPORTED_FORMATS and has_topk,
+        topk=first.topk_logprobs.shape[1] if has_topk else options.entropy_k,
+        series=self._series)
+    spec = pipeline.ScoringSpec(max_phases=options.max_phases, with_details=True,
+                                phase_masses=(options.phase_mass,))
+    self.scorer = streaming.ChunkedScorer(
+        options.settings, spec, chunk_options, has_confidence=fmt == detect.EC_JAX_RUN,
+        window=options.deepconf_window, tail=options.deepconf_tail, overlap=self._overlap,
+        compact_phases=True)
+    for row in self._waiting:
+      self.scorer.add(row)
+    self._waiting = []
+
+  def finish(self) -> tuple[TrajectoryCounts, ScoredTraces]:
+    """Wait for the last chunks and return the counts and scores of every trajectory."""
+    if self.scorer is None:
+      self._start_scorer(None)
+    start = time.perf_counter()
+    results = self.scorer.results()
+    logging.info("Scored %d trajectories under %d settings in %d chunks (shapes compiled: %s); "
+                 "%.2f s waiting after the last read.", len(self.infos),
+                 len(self.options.settings), self.scorer.num_chunks, self.scorer.compiled_shapes,
+                 time.perf_counter() - start)
+    counts = TrajectoryCounts(
+        lengths=np.asarray(self.lengths, np.int32), num_nan=np.asarray(self.num_nan, np.int32),
+        num_missing=np.asarray(self.num_missing, np.int32), unavailable=self._unavailable(),
+        entropy_source=self._entropy_source())
+    return counts, _scored_traces(results, self.options, counts.unavailable)
+
+  def _unavailable(self) -> dict[str, str]:
+    unavailable = {}
+    if self.detected_format == detect.VLLM_JSONL:
+      unavailable.update(_unavailable_without_distribution())
+      return unavailable
+    if self.detected_format in IMPORTED_FORMATS:
+      if "confidence" in self.lacking or not self.topk_width:
+        unavailable["confidence"] = ("some trajectory has no top_k_probs, from which the "
+                                     "DeepConf confidence is computed")
+      unavailable.update(_unavailable_without_distribution())
+      return unavailable
+    for name in ("confidence", *self._series):
+      if name in self.lacking:
+        unavailable[name] = f"the run folder has no {name} arrays"
+    return unavailable
+
+  def _entropy_source(self) -> str:
+    if self.detected_format == detect.VLLM_JSONL:
+      return f"top-{self.topk_width} entropy computed from the file's log-probabilities"
+    if self.detected_format in IMPORTED_FORMATS:
+      return "the file's entropy values"
+    return f"the run folder's entropy_{self.options.selection_entropy} arrays"
+
+
+def _unavailable_without_distribution() -> dict[str, str]:
+  """Reasons for the series that imported top-k traces cannot give."""
+  unavailable = {"self_certainty": f"self-certainty is unavailable: {_NO_FULL_DISTRIBUTION}"}
+  for kind in ("full", "sampling"):
+    unavailable[f"entropy_{kind}"] = f"{kind} entropy is unavailable: {_NO_FULL_DISTRIBUTION}"
+  return unavailable
+
+
+def _scored_traces(results: Mapping[str, np.ndarray], options: ScoringOptions,
+                   unavailable: Mapping[str, str]) -> ScoredTraces:
+  """Arrange the scorer's per-row results as pipeline scores and per-trajectory scores."""
+  mass = options.phase_mass
+  centroids = {mass: {method: results[f"{method}/{mass}"]
+                      for method in trace_records.PHASE_CENTROID_METHODS}}
+  details = phases_lib.PhaseDetails(phases=results["phases"],
+                                    overflow=results["phase_overflow"], phase_id=None)
+  scores = pipeline.TrajectoryScores(
+      num_valid=results["num_valid"], num_nan=results["num_nan"],
+      high_threshold=results["high_threshold"], low_threshold=results["low_threshold"],
+      num_phases=results["num_phases"], centroids=centroids, raw_entropy=results["raw_entropy"],
+      center_numerator=results["center_numerator"],
+      center_denominator=results["center_denominator"], details=details)
+  per_trajectory = {"mean_entropy": results["mean_entropy"]}
+  for name, source in _SCORE_SOURCES.items():
+    if source not in unavailable and name in results:
+      per_trajectory[name] = results[name]
   per_trajectory[f"mean_entropy_{options.selection_entropy}"] = per_trajectory["mean_entropy"]
-  return ScoredTraces(scores=jax.tree.map(np.asarray, scores), per_trajectory=per_trajectory)
+  per_trajectory = {name: np.asarray(values, np.float64)
+                    for name, values in per_trajectory.items()}
+  return ScoredTraces(scores=scores, per_trajectory=per_trajectory)
+
+
+def score_traces(trajectories: Iterable[traces.Trajectory], detected_format: str,
+                 options: ScoringOptions, *, max_rows: int = CHUNK_ROWS,
+                 min_time: int = MIN_TIME, overlap: bool = True, name: str = "the input"
+                 ) -> tuple[list[TrajectoryInfo], TrajectoryCounts, ScoredTraces]:
+  """Score trajectories as they are read, in chunks on a worker thread.
+
+  Only each trajectory's metadata and counts are kept; its per-token arrays are dropped once
+  its chunk is scored. Call under `jax.enable_x64` as configured.
+
+  Args:
+    trajectories: in file order, e.g. `traces.iter_traces(...)`.
+    detected_format: the input's format (`detect.detect_format`).
+    options: the scoring options.
+    max_rows: rows per chunk for short trajectories (long ones use fewer).
+    min_time: the smallest time bucket of a chunk.
+    overlap: score on a worker thread while reading; False scores in the caller's thread.
+    name: the input's name in error messages.
+
+  Returns:
+    The trajectories' metadata (labels as read), counts and scores, in input order.
+
+  Raises:
+    TraceScoringError: there are no trajectories, or one cannot be scored as configured.
+  """
+  stream = _TraceStream(detected_format, options, max_rows, min_time, overlap)
+  try:
+    for trajectory in trajectories:
+      stream.add(trajectory)
+    if not stream.infos:
+      raise TraceScoringError(f"{name} contains no trajectories; nothing to score.")
+    counts, scored = stream.finish()
+  finally:
+    if stream.scorer is not None:
+      stream.scorer.close()
+  return stream.infos, counts, scored
 
 
 # ---------------------------------------------------------------------------------------------
@@ -376,7 +488,7 @@ SCORE_METHODS = {
     "self_certainty": "self_certainty",
     **{name: name for name in deepconf.DEEPCONF_METHODS},
 }
-# Reason keys of TokenArrays.unavailable behind each per-trajectory score.
+# Reason keys of TrajectoryCounts.unavailable behind each per-trajectory score.
 _SCORE_SOURCES = {
     "self_certainty": "self_certainty",
     **{name: "confidence" for name in deepconf.DEEPCONF_METHODS},
@@ -433,7 +545,7 @@ def _selection_entry(chosen: np.ndarray, labels: np.ndarray,
   return entry, np.where(labelled, hits, np.nan)
 
 
-def select_and_evaluate(trajectories: Sequence[traces.Trajectory], scored: ScoredTraces,
+def select_and_evaluate(trajectories: Sequence[TrajectoryInfo], scored: ScoredTraces,
                         options: ScoringOptions, unavailable: Mapping[str, str]) -> Selections:
   """Group trajectories by problem, apply every selection method and bootstrap the accuracies.
 
@@ -532,16 +644,17 @@ class RunResult:
   summary: dict
 
 
-def _labels_argument(labels: str) -> str | None:
-  if labels == config_checks.LABELS_AUTO:
-    return "auto"
-  if labels == config_checks.LABELS_NONE:
-    return None
-  return labels
-
-
-def run(config: Any) -> RunResult:
+def run(config: Any, *, max_rows: int = CHUNK_ROWS, min_time: int = MIN_TIME,
+        overlap: bool = True) -> RunResult:
   """Score the traces named by a score_traces config and write the results folder.
+
+  The input is read once, one trajectory at a time, and scored in chunks while it is read
+  (`score_traces`). Labels are attached by (problem_id, trajectory_index) afterwards.
+
+  Args:
+    config: a score_traces config.
+    max_rows, min_time, overlap: the chunk layout and threading of `score_traces`; the results
+      do not depend on them.
 
   Raises:
     ConfigError: the config is invalid (nothing is read).
@@ -555,31 +668,26 @@ def run(config: Any) -> RunResult:
   options = options_from_config(config)
   started = time.perf_counter()
 
-  loaded = traces.load_traces(config.input, format=config.format, k=options.entropy_k,
-                              labels=_labels_argument(config.labels),
-                              entropy_kind=options.selection_entropy)
-  if not loaded.trajectories:
-    raise TraceScoringError(f"{loaded.path} contains no trajectories; nothing to score.")
-  loaded_at = time.perf_counter()
-
+  source = open_traces(config, options)
   with jax.enable_x64(bool(config.x64)):
-    arrays = token_arrays(loaded.trajectories, loaded.detected_format, options.selection_entropy)
-    packed_at = time.perf_counter()
-    scored = score_arrays(arrays, options)
+    trajectories = _ReadClock(source.trajectories)
+    infos, counts, scored = score_traces(trajectories, source.detected_format, options,
+                                         max_rows=max_rows, min_time=min_time, overlap=overlap,
+                                         name=str(source.path))
   scored_at = time.perf_counter()
-  chosen = select_and_evaluate(loaded.trajectories, scored, options, arrays.unavailable)
+  loaded = _label(source, infos)
+  chosen = select_and_evaluate(loaded.trajectories, scored, options, counts.unavailable)
   selected_at = time.perf_counter()
 
   timing = {
-      "load_seconds": loaded_at - started,
-      "pack_seconds": packed_at - loaded_at,
-      "score_seconds": scored_at - packed_at,
+      "read_seconds": trajectories.seconds,
+      "score_wait_seconds": scored_at - started - trajectories.seconds,
       "select_seconds": selected_at - scored_at,
       "total_seconds": selected_at - started,
   }
-  summary = trace_records.summary_record(loaded, config, arrays, scored, chosen, options, timing)
+  summary = trace_records.summary_record(loaded, config, counts, scored, chosen, options, timing)
   files = {
-      CENTROIDS_FILE: trace_records.centroid_records(loaded.trajectories, arrays, scored, options),
+      CENTROIDS_FILE: trace_records.centroid_records(loaded.trajectories, counts, scored, options),
       SELECTED_FILE: trace_records.selection_records(loaded.trajectories, chosen),
       SUMMARY_FILE: summary,
       CONFIG_FILE: requested,
@@ -588,6 +696,39 @@ def run(config: Any) -> RunResult:
   logging.info("Wrote %s to %s.", ", ".join(files), folder)
   _log_headline(summary)
   return RunResult(output_dir=folder, summary=summary)
+
+
+class _ReadClock:
+  """Iterates trajectories and adds up the seconds spent reading them (scoring excluded)."""
+
+  def __init__(self, trajectories: Iterator[traces.Trajectory]):
+    self._trajectories = trajectories
+    self.seconds = 0.0
+
+  def __iter__(self) -> Iterator[traces.Trajectory]:
+    while True:
+      start = time.perf_counter()
+      try:
+        trajectory = next(self._trajectories)
+      except StopIteration:
+        return
+      finally:
+        self.seconds += time.perf_counter() - start
+      yield trajectory
+
+
+def _label(source: TraceInput, infos: list[TrajectoryInfo]) -> traces.LoadedTraces:
+  """Attach the label file's labels by key; return what the summary records of the input."""
+  label_match = None
+  if source.label_cache is not None:
+    infos, label_match = labels_lib.attach_labels(infos, source.label_cache,
+                                                  source=str(source.labels_path))
+  logging.info("Read %d trajectories of %d problems from %s.", len(infos),
+               len({info.problem_id for info in infos}), source.path)
+  # NOTE: LoadedTraces is annotated with traces.Trajectory; the records read only the fields
+  # that TrajectoryInfo has.
+  return traces.LoadedTraces(infos, source.path, source.detected_format, source.labels_path,
+                             label_match)
 
 
 def _log_headline(summary: Mapping[str, Any]) -> None:
