@@ -292,3 +292,16 @@ def test_long_row_without_x64():
       scorer.add(streaming.TokenRow(entropy=np.zeros(length), missing=np.zeros(length, bool)))
   assert streaming.time_bucket(40000, 256, streaming.MAX_TIME_WITHOUT_X64) == 40064
   assert streaming.time_bucket(30000, 256, streaming.MAX_TIME_WITHOUT_X64) == 32768
+
+
+def test_failed_chunk_stops_reading():
+  """A chunk that fails raises from add() once the scorer waits for it, not only at the end."""
+  options = streaming.ChunkOptions(max_rows=2, min_time=32)
+  with jax.enable_x64(True):
+    scorer = streaming.ChunkedScorer([settings_lib.PhaseSetting()], options=options)
+    # Text entropies pass the shape checks but fail when the worker packs them as floats.
+    broken = streaming.TokenRow(entropy=np.array(["high"] * 10), missing=np.zeros(10, bool))
+    with pytest.raises(ValueError, match="could not convert"):
+      for _ in range(2 * streaming.MAX_QUEUED_CHUNKS + 2):
+        scorer.add(broken)
+    scorer.close()

@@ -10,9 +10,10 @@ scores each chunk on a worker thread while the caller goes on reading:
 
 A compilation costs far more than scoring a chunk: about 2.5 s against 0.15 s for 256 x 1024
 tokens and 28 settings, measured on 2 loaded CPU cores. Chunks therefore reuse a larger time
-bucket already compiled (up to MAX_PADDING times the length they need). The first trajectory
-starts a compilation for WARM_UP_FACTOR times its length's bucket before its chunk is full,
-because a chunk's longest row is usually several times longer than a typical one. At most MAX_QUEUED_CHUNKS chunks
+bucket already compiled, up to MAX_PADDING times the bucket they need; more padding would cost
+every later chunk of that size more than one compilation, because the phase scan's time grows
+with the bucket. The first compilation waits for the first full chunk: a guess from the first
+trajectory's length was often several times too long or too short. At most MAX_QUEUED_CHUNKS chunks
 wait for the worker, so memory stays bounded when reading is faster than scoring.
 
 Every chunk runs `pipeline.score_trajectories` (thresholds, phases, centroids, exact tie keys),
@@ -46,11 +47,8 @@ from ec_jax.scoring import settings as settings_lib
 # Peak bytes of one chunk's largest input, used to shrink the row count for long sequences.
 CHUNK_BYTES = 256 * 2**20
 # A chunk may run in a compiled time bucket up to this many times larger than it needs.
-MAX_PADDING = 4
-# The first compilation is for this many times the first trajectory's length.
-WARM_UP_FACTOR = 4
-# Chunks handed to the worker and not yet scored (the warm-up included); add() waits for the
-# oldest beyond this.
+MAX_PADDING = 2
+# Chunks handed to the worker and not yet scored; add() waits for the oldest beyond this.
 MAX_QUEUED_CHUNKS = 2
 # Without x64 the exact phase sums are 32-bit, so a bucket may not exceed this many positions:
 # the largest multiple of 128 that fits phases.MAX_TIME_UINT32.
@@ -470,7 +468,7 @@ class ChunkedScorer:
 
   @property
   def compiled_shapes(self) -> list[tuple[int, int]]:
-    """The (rows, time) chunk shapes compiled so far, warm-up included."""
+    """The (rows, time) chunk shapes compiled so far."""
     return sorted(self._compiled)
 
   def close(self) -> None:
@@ -483,13 +481,9 @@ class ChunkedScorer:
     Raises:
       ValueError: the row lacks an input the options need, has a series of another length or
         name, or (without x64) is longer than MAX_TIME_WITHOUT_X64 tokens.
+      Whatever scoring an earlier chunk raised, once add() waits for that chunk.
     """
     self._check_row(row)
-    if self._count == 0:
-      warm_length = WARM_UP_FACTOR * row.length
-      if self._max_time is not None:
-        warm_length = min(warm_length, self._max_time)
-      self._warm_up(self._time_bucket(warm_length))
     longest = max([row.length] + [queued.length for _, queued in self._pending])
     if len(self._pending) >= rows_for_bucket(self._bucket_for(longest), self._options):
       self._submit()
@@ -509,9 +503,14 @@ class ChunkedScorer:
     if unknown:
       raise ValueError(f"Trajectory has series {sorted(unknown)} that ChunkOptions.series "
                        f"{self._options.series!r} does not list; add them there.")
-    for name, values in row.series.items():
-      if values.shape != (length,):
-        raise ValueError(f"Series {name!r} has shape {values.shape}; expected ({length},).")
+    arrays = {"entropy": row.entropy, "confidence": row.confidence, **row.series}
+    for name, values in arrays.items():
+      if values is not None and values.shape != (length,):
+        raise ValueError(f"{name!r} has shape {values.shape}; expected ({length},) like missing.")
+    if row.topk_logprobs is not None and (row.topk_logprobs.ndim != 2
+                                          or row.topk_logprobs.shape[0] != length):
+      raise ValueError(f"topk_logprobs has shape {row.topk_logprobs.shape}; expected "
+                       f"({length}, k) like missing.")
     if self._max_time is not None and length > self._max_time:
       raise ValueError(
           f"A trajectory has {length} tokens, but without x64 the exact phase sums allow at "
@@ -526,17 +525,13 @@ class ChunkedScorer:
     reusable = [time for _, time in self._compiled if needed <= time <= MAX_PADDING * needed]
     return min(reusable) if reusable else needed
 
-  def _warm_up(self, time: int) -> None:
-    """Compile the chunk function for `time` on the worker thread, with empty rows."""
-    rows = rows_for_bucket(time, self._options)
-    self._compiled.add((rows, time))
-    self._queue(self._run_chunk, time, rows, [])
-
   def _queue(self, *task) -> concurrent.futures.Future:
     """Hand a task to the worker once fewer than MAX_QUEUED_CHUNKS tasks are unfinished."""
     while len(self._queued) >= MAX_QUEUED_CHUNKS:
-      # Errors are raised by results(), in input order.
-      concurrent.futures.wait([self._queued.popleft()])
+      # A chunk that failed stops the reading here, rather than after the whole input.
+      error = self._queued.popleft().exception()
+      if error is not None:
+        raise error
     future = self._executor.submit(*task)
     self._queued.append(future)
     return future

@@ -47,7 +47,7 @@ OUTPUT_FILES = (CENTROIDS_FILE, SELECTED_FILE, SUMMARY_FILE, CONFIG_FILE)
 
 # Chunk layout: rows per chunk for short trajectories, and the smallest time bucket. Larger
 # chunks amortise the per-call overhead; the memory of a chunk grows with both.
-CHUNK_ROWS = 256
+CHUNK_ROWS = 128
 MIN_TIME = 256
 IMPORTED_FORMATS = (detect.REFERENCE_JSON, detect.REFERENCE_JSONL, detect.VLLM_JSONL)
 ENTROPY_KINDS = config_checks.ENTROPY_KINDS
@@ -308,10 +308,10 @@ class _TraceStream:
     """Return the scorer row of a trajectory and count its NaN entropies."""
     length = trajectory.num_tokens
     if not jax.config.jax_enable_x64 and length > streaming.MAX_TIME_WITHOUT_X64:
-        raise TraceScoringError(
-            f"Problem {trajectory.problem_id!r} trajectory {trajectory.trajectory_index} has "
-            f"{length} tokens, but without x64 the exact phase sums allow at most "
-            f"{streaming.MAX_TIME_WITHOUT_X64}. Set --config.x64=True.")
+      raise TraceScoringError(
+          f"Problem {trajectory.problem_id!r} trajectory {trajectory.trajectory_index} has "
+          f"{length} tokens, but without x64 the exact phase sums allow at most "
+          f"{streaming.MAX_TIME_WITHOUT_X64}. Set --config.x64=True.")
     if self.detected_format == detect.VLLM_JSONL:
       self.num_nan.append(0)
       table = trajectory.topk_logprobs
