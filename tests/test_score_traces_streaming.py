@@ -125,8 +125,9 @@ def test_outputs_match_previous_engine(name, tmp_path, monkeypatch):
 @pytest.mark.parametrize("name", ["reference_sweep"])
 def test_chunk_layout_same_bytes(name, tmp_path, monkeypatch):
   first = run_case(name, tmp_path / "default", monkeypatch)
-  # Chunks of 3 rows with small time buckets, scored in the calling thread.
-  second = run_case(name, tmp_path / "small", monkeypatch, max_rows=3, min_time=32, overlap=False)
+  # Chunks of 4 rows padded to 2048 positions (one compilation), scored in the calling thread.
+  second = run_case(name, tmp_path / "small", monkeypatch, max_rows=4, min_time=2048,
+                    overlap=False)
   for file_name in (trace_scoring.CENTROIDS_FILE, trace_scoring.SELECTED_FILE):
     assert (first.output_dir / file_name).read_bytes() == (
         second.output_dir / file_name).read_bytes(), file_name

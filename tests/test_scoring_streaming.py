@@ -105,14 +105,15 @@ def test_topk_rows_required():
 def test_pairwise_sum_ignores_padding_and_rows():
   rng = np.random.default_rng(5)
   values = rng.exponential(0.5, 300)
+  pairwise_sum = jax.jit(streaming.pairwise_sum)
   with jax.enable_x64(True):
-    alone = np.asarray(streaming.pairwise_sum(values[None, :]))[0]
+    alone = np.asarray(pairwise_sum(values[None, :]))[0]
     for width, rows in ((300, 1), (512, 3), (1024, 12), (333, 7)):
       table = np.zeros((rows, width))
       table[:] = rng.exponential(0.5, (rows, width))
       table[rows // 2] = 0.0
       table[rows // 2, :300] = values
-      summed = np.asarray(streaming.pairwise_sum(table))
+      summed = np.asarray(pairwise_sum(table))
       assert summed[rows // 2] == alone, (width, rows)
   np.testing.assert_allclose(alone, values.sum(), rtol=1e-14)
 
@@ -120,11 +121,12 @@ def test_pairwise_sum_ignores_padding_and_rows():
 def test_prefix_sum_ignores_length():
   rng = np.random.default_rng(6)
   values = rng.normal(size=200)
+  prefix_sum = jax.jit(streaming.prefix_sum)
   with jax.enable_x64(True):
-    short = np.asarray(streaming.prefix_sum(values[None, :]))[0]
+    short = np.asarray(prefix_sum(values[None, :]))[0]
     padded = np.zeros((5, 1024))
     padded[2, :200] = values
-    long = np.asarray(streaming.prefix_sum(padded))[2]
+    long = np.asarray(prefix_sum(padded))[2]
   np.testing.assert_array_equal(long[:200], short)
   np.testing.assert_allclose(short, np.cumsum(values), rtol=1e-12, atol=1e-12)
 
@@ -224,8 +226,8 @@ def test_topk_statistics_match_token_stats():
   top[0, :5, 7:] = -np.inf  # fewer than k tokens recorded
   top[1, 3] = -np.inf  # none recorded
   with jax.enable_x64(True):
-    entropy, confidence = jax.device_get(streaming.topk_statistics(top))
-    expected = jax.device_get(token_stats.topk_statistics_from_logprobs(top))
+    entropy, confidence = jax.device_get(jax.jit(streaming.topk_statistics)(top))
+    expected = jax.device_get(jax.jit(token_stats.topk_statistics_from_logprobs)(top))
   np.testing.assert_allclose(entropy, expected[0], rtol=1e-13)
   np.testing.assert_allclose(confidence, expected[1], rtol=1e-13)
   assert math.isnan(entropy[1, 3])

@@ -10,7 +10,7 @@ scores each chunk on a worker thread while the caller goes on reading:
 
 A compilation costs far more than scoring a chunk: about 2.5 s against 0.15 s for 256 x 1024
 tokens and 28 settings, measured on 2 loaded CPU cores. Chunks therefore reuse a larger time
-bucket already compiled, up to MAX_PADDING times the bucket they need; more padding would cost
+bucket already compiled, up to MAX_PADDING times the bucket they need. More padding would cost
 every later chunk of that size more than one compilation, because the phase scan's time grows
 with the bucket. The first compilation waits for the first full chunk: a guess from the first
 trajectory's length was often several times too long or too short. At most MAX_QUEUED_CHUNKS chunks
