@@ -3,10 +3,10 @@
 tests/data/score_traces/expected/ contains what the previous engine, which scored every
 trajectory in one `[rows, time]` call, wrote for three inputs (summary.json without `timing`
 and `versions`). The streamed engine must write the same `selected.jsonl` and summary, and the
-same `centroids.jsonl` except for the last bits of values that come from floating-point sums:
-the previous engine's sums used XLA's reduction order, which depends on the whole array's shape;
-the streamed engine's pairwise sums do not, so its own outputs are byte-identical for every chunk
-layout.
+same `centroids.jsonl` except for the last bits of values that come from floating-point sums.
+The previous engine's sums used XLA's reduction order, which depends on the whole array's shape.
+The streamed engine's pairwise sums do not, so its own outputs are byte-identical for every
+chunk layout.
 """
 
 import json
@@ -106,10 +106,10 @@ def test_outputs_match_previous_engine(name, tmp_path, monkeypatch):
   assert len(records) == len(expected_records)
   _, any_float_may_differ = CASES[name]
   centroid_is_sum = CASES[name][0].get("centroid_method") == "raw_entropy"
-  for record, wanted in zip(records, expected_records):
-    label = f"{wanted['problem_id']}/{wanted['trajectory_index']}"
-    assert list(record) == list(wanted), label
-    for key, value in wanted.items():
+  for record, expected_record in zip(records, expected_records):
+    label = f"{expected_record['problem_id']}/{expected_record['trajectory_index']}"
+    assert list(record) == list(expected_record), label
+    for key, value in expected_record.items():
       got = record[key]
       if not isinstance(value, float) or got == value:
         assert got == value, f"{label} {key}: {got!r} != {value!r}"
