@@ -97,8 +97,12 @@ def _name_list_problems(config: Any, key: str, choices: Sequence[str]) -> list[s
                      f"Give --config.{key} at least one of {names}.")]
   unknown = [name for name in value if name not in choices]
   if unknown:
-    return [_problem(key, value, f"{', '.join(map(repr, unknown))} is not one of {names}",
-                     "Fix the spelling or remove it.")]
+    fix = "Fix the spelling or remove it."
+    if any(isinstance(name, str) and ("(" in name or "," in name) for name in unknown):
+      # config_flags keeps a value that is not a Python literal, such as (a, b), as one string.
+      fix = (f"Quote each name in a tuple, e.g. --config.{key}=\"('{choices[0]}', "
+             f"'{choices[-1]}')\", or pass a single name without brackets.")
+    return [_problem(key, value, f"{', '.join(map(repr, unknown))} is not one of {names}", fix)]
   repeated = sorted({name for name in value if list(value).count(name) > 1})
   if repeated:
     return [_problem(key, value, f"it lists {', '.join(map(repr, repeated))} more than once",
