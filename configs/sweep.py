@@ -43,9 +43,9 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
                              "raw_entropy")
   # The phase masses compared at the configured setting and centroid method.
   config.phase_masses = ("length", "entropy")
-  # The entropy kinds compared; `full` and `sampling` need an ec_jax run folder.
+  # The entropy kinds compared. Only an ec_jax run folder records `full` and `sampling`.
   config.entropies = ("topk", "full", "sampling")
-  # The n of the accuracy-vs-n curves, each in [1, N]; None (the default) takes every n.
+  # The n of the accuracy-vs-n curves, each in [1, N]. None (the default) takes every n.
   config.num_samples_grid = config_dict.placeholder(tuple)
 
   variants = [name.strip() for name in (arg or "").split(",") if name.strip()]

@@ -1,7 +1,7 @@
 """The sweep engine on the reference traces: agreement with score_traces, an oracle, reruns.
 
-These call `sweep.run` in-process; tests/test_sweep_inputs.py covers run folders and bad
-configs, tests/test_sweep_command.py the command line.
+These call `sweep.run` in-process. tests/test_sweep_inputs.py covers run folders and invalid
+configs, and tests/test_sweep_command.py the command line.
 """
 
 import json
@@ -16,6 +16,7 @@ import pytest
 import scoring_oracle
 from configs import score_traces as score_traces_config
 from configs import sweep as sweep_config
+from ec_jax import config_checks
 from ec_jax.report import ablation
 from ec_jax.scoring import results_folder
 from ec_jax.scoring import settings as settings_lib
@@ -25,8 +26,8 @@ from ec_jax.scoring import trace_scoring
 DATA_DIR = pathlib.Path(__file__).parent / "data"
 BOOTSTRAP_SAMPLES = 200
 RESULT_KEYS = ("accuracy", "interval", "correct", "total", "unanswered", "unlabelled")
-# Labels of the 3 x 4 reference trajectories; None has no entry in the labels file, which
-# leaves sample_00001 out of every accuracy.
+# Labels of the 3 x 4 reference trajectories. None marks a trajectory without an entry in the
+# labels file, which leaves sample_00001 out of every accuracy.
 CORRECT = {"sample_00000": [True, False, True, False], "sample_00001": [True, True, None, False],
            "sample_00002": [False, False, True, True]}
 EXPECTED_FILES = sorted([sweep.SWEEP_FILE, sweep.ABLATIONS_FILE, sweep.CONFIG_FILE,
@@ -256,7 +257,8 @@ def test_rerun_is_identical(reference_sweep, tmp_path):
   copy = tmp_path / "first"
   shutil.copytree(first, copy)
 
-  # The same config into the same folder replaces it; into a new folder gives the same files.
+  # The same config replaces the results in the same folder and writes the same files into a
+  # new one.
   sweep.run(config)
   assert_same_files(copy, first)
   other = tmp_path / "second"
@@ -278,7 +280,7 @@ def test_other_config_rejected(reference_sweep):
 def test_n_above_num_samples_writes_nothing(labelled_input, tmp_path):
   out = tmp_path / "out"
   config = make_config(labelled_input, out, num_samples_grid=(1, 5))
-  with pytest.raises(sweep.config_checks.ConfigError, match=r"num_samples_grid\[1\] = 5.*N = 4"):
+  with pytest.raises(config_checks.ConfigError, match=r"num_samples_grid\[1\] = 5.*N = 4"):
     sweep.run(config)
   assert not out.exists()
   assert os.listdir(tmp_path) == []

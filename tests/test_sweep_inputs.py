@@ -14,7 +14,7 @@ from ec_jax.scoring import sweep
 from ec_jax.scoring import trace_scoring
 
 ENTROPY_KINDS = ("topk", "full", "sampling")
-# Lengths and labels of a run of 3 problems x 4 trajectories; one trajectory is empty.
+# Lengths and labels of a run of 3 problems x 4 trajectories, one of them empty.
 LENGTHS = {"p0": [60, 0, 45, 30], "p1": [75, 52, 64, 40], "p2": [33, 58, 70, 49]}
 CORRECT = {"p0": [True, False, True, False], "p1": [False, True, True, False],
            "p2": [True, False, False, True]}
@@ -37,7 +37,10 @@ def make_config(trace, output_dir, **overrides):
 
 
 def write_run_folder(folder, seed, kinds=ENTROPY_KINDS):
-  """Write an ec_jax run folder with the `entropy_<kind>` arrays of `kinds`; return the arrays."""
+  """Write an ec_jax run folder with an `entropy_<kind>` array per kind and return the arrays.
+
+  Each entropy kind gets its own random values, so the kinds select different trajectories.
+  """
   rng = np.random.default_rng(seed)
   problem_ids = [p for p in LENGTHS for _ in LENGTHS[p]]
   indices = [j for p in LENGTHS for j in range(len(LENGTHS[p]))]
@@ -53,7 +56,7 @@ def write_run_folder(folder, seed, kinds=ENTROPY_KINDS):
   for name in (*(f"entropy_{kind}" for kind in kinds), "confidence", "self_certainty"):
     arrays[name] = np.where(inside, rng.exponential(0.6, (rows, TIME)), 0.0)
   traces.write_shard(folder, 0, arrays)
-  # Correct trajectories answer "42"; wrong ones disagree among themselves.
+  # Correct trajectories answer "42", and wrong ones disagree among themselves.
   with traces.JsonlWriter(folder / "trajectories.jsonl") as writer:
     writer.write({"problem_id": p, "trajectory_index": j, "num_tokens": int(n), "text": "",
                   "answer": "42" if CORRECT[p][j] else f"{j}", "correct": CORRECT[p][j]}
@@ -104,6 +107,8 @@ def test_run_folder_scores_every_entropy(run_folder, run_folder_sweep):
     assert row["total"] == 3, kind
     assert row["unanswered"] == 0, kind
     assert row["correct"] == oracle_correct(arrays, kind), kind
+  # The kinds select different trajectories, so a pass scored with the wrong entropy shows.
+  assert len({row["correct"] for row in rows}) > 1
   assert run_folder_sweep["input"]["format"] == "ec_jax"
   assert run_folder_sweep["scoring"]["passes"] == [
       {"entropy": "topk", "phase_mass": "length", "settings": 28},

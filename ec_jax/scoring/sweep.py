@@ -1,6 +1,6 @@
 """Ablations on saved traces without sampling again: the engine of `experiments/sweep.py`.
 
-  input ──► main pass: configured entropy and phase mass; configured setting + sweep grid
+  input ──► main pass: configured entropy and phase mass, configured setting + sweep grid
         ──► one pass per other entropy kind and per other phase mass (configured setting)
         ──► [problems, N] centroid tables ──► `lowest_centroid` rows of each ablation
         ──► expected accuracy with n of the N trajectories (`report.accuracy_vs_n`)
@@ -51,7 +51,7 @@ CURVE_FILE = "accuracy_vs_num_samples.png"
 CURVE_METHODS = ("lowest_centroid", "majority_vote", "pass@1", "pass@n")
 # Ablation names in sweep.json and ablations.md, in order.
 ABLATIONS = ("threshold_grid", "centroid_method", "entropy", "phase_mass", "num_samples")
-# The sweep config's keys beside those of score_traces (which it has, except `sweep`).
+# Keys of the sweep config beyond those of score_traces. Of those, only `sweep` is absent.
 SWEEP_KEYS = ("centroid_methods", "phase_masses", "entropies", "num_samples_grid")
 ENTROPY_KINDS = config_checks.ENTROPY_KINDS
 USER_ERRORS = trace_scoring.USER_ERRORS
@@ -207,7 +207,7 @@ class ScoredPass:
   Attributes:
     entropy: the entropy kind behind the phases and centroids.
     phase_mass: the phase mass of the centroids.
-    options: the scoring options; setting 0 is the configured setting.
+    options: the scoring options, whose setting 0 is the configured one.
     source: the opened input (format, path, label file).
     infos: per-trajectory metadata in input order, labels as read from the traces.
     counts: lengths, NaN and missing counts, and the unavailable series.
@@ -318,7 +318,7 @@ def centroid_table(scored: ScoredPass, groups: traces.ProblemGroups, method: str
   """Return a pass's `[problems, N]` centroids of one method and setting, and their exact key.
 
   The exact integer key orders the headline centroid with the length mass, as score_traces does
-  (`ScoringOptions.uses_exact_key`); other centroids are ordered by their float values.
+  (`ScoringOptions.uses_exact_key`). Other centroids are ordered by their float values.
   """
   scores = scored.scored.scores
   if method == "raw_entropy":
@@ -391,8 +391,8 @@ def num_samples_rows(main: ScoredPass, tables: ProblemTables,
                      n_values: Sequence[int]) -> list[dict[str, Any]]:
   """Return rows {method, num_samples, ...} of the expected accuracy with n trajectories.
 
-  `lowest_centroid` uses the configured centroid (with its exact key), `majority_vote` the
-  normalised answers; an estimated point is marked `estimate`, with its random subsets per
+  `lowest_centroid` uses the configured centroid (with its exact key), and `majority_vote`
+  the normalised answers. An estimated point is marked `estimate`, with its random subsets per
   problem under `samples`.
   """
   options = main.options
