@@ -51,9 +51,9 @@ def write_labelled_input(folder):
   return trace
 
 
-def make_config(trace, output_dir, **overrides):
-  """The default sweep config for `trace`, with dotted-key overrides such as phases__top_percent."""
-  config = sweep_config.get_config()
+def make_config(trace, output_dir, variant=None, **overrides):
+  """The sweep config for `trace`, with dotted-key overrides such as phases__top_percent."""
+  config = sweep_config.get_config(variant)
   config.input = str(trace)
   config.output_dir = str(output_dir)
   config.bootstrap.samples = BOOTSTRAP_SAMPLES
@@ -308,10 +308,8 @@ def test_without_labels(labelled_input, tmp_path):
 
 
 def test_reference_setting_variant(labelled_input, tmp_path):
-  config = make_config(labelled_input, tmp_path / "out", num_samples_grid=(4,),
+  config = make_config(labelled_input, tmp_path / "out", "reference", num_samples_grid=(4,),
                        phase_masses=("length",), entropies=("topk",))
-  config.phases.top_percent, config.phases.bottom_percent = 5.0, 50.0
-  config.phases.consecutive_low = 3
   report = sweep.run(config).report
   grid = rows_by_axes(report["ablations"]["threshold_grid"], ablation.SETTING_AXES)
   headline = report["ablations"]["centroid_method"][0]

@@ -51,8 +51,6 @@ CURVE_FILE = "accuracy_vs_num_samples.png"
 CURVE_METHODS = ("lowest_centroid", "majority_vote", "pass@1", "pass@n")
 # Ablation names in sweep.json and ablations.md, in order.
 ABLATIONS = ("threshold_grid", "centroid_method", "entropy", "phase_mass", "num_samples")
-# Keys of the sweep config beyond those of score_traces. Of those, only `sweep` is absent.
-SWEEP_KEYS = ("centroid_methods", "phase_masses", "entropies", "num_samples_grid")
 ENTROPY_KINDS = config_checks.ENTROPY_KINDS
 USER_ERRORS = trace_scoring.USER_ERRORS
 
