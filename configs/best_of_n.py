@@ -54,8 +54,9 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
   config.top_k = 0
   # Static size of the candidate set sampled from (lax.top_k of the logits); >= entropy_k.
   config.candidate_k = 64
-  # Problems sampled together in one compiled call (batch_problems x N rows).
-  config.batch_problems = 4
+  # Problems sampled together in one compiled call (batch_problems x N rows). On 2 CPU cores a
+  # decode step of Qwen2.5-Coder-0.5B costs about 3x less per row at 64 rows than at 8.
+  config.batch_problems = 8
   # Prompts are left-padded to a multiple of this many tokens (one compile per length bucket).
   config.prompt_bucket = 64
   # Also sample one temperature-0 trajectory per problem into greedy.jsonl (method `greedy`).

@@ -111,6 +111,13 @@ def test_missing_data_file_is_rejected(tmp_path):
   assert "not found" in message
 
 
+def test_too_many_problems_are_rejected(data_dir):
+  message = _problems(task="jsonl", data_path=str(data_dir / "tasks" / "user_problems.jsonl"),
+                      num_problems=9)
+  assert "num_problems = 9 is invalid" in message
+  assert "contains only 4 problems" in message
+
+
 def test_jsonl_task_needs_a_data_file():
   assert "needs a data file" in _problems(task="jsonl")
 

@@ -124,11 +124,17 @@ def resource_problems(config: Any) -> list[str]:
   problems = []
   if config.task in tasks.TASK_NAMES and isinstance(config.data_path, str):
     try:
-      tasks.get_task(config.task, config.data_path or None)
+      task = tasks.get_task(config.task, config.data_path or None)
     except (ValueError, FileNotFoundError) as error:
       problems.append(_message("data_path" if config.data_path else "task",
                                config.data_path or config.task, str(error),
                                "Pass an existing data file."))
+    else:
+      try:
+        task.load(None if config.num_problems == -1 else config.num_problems)
+      except (ValueError, tasks.RecordError) as error:
+        problems.append(_message("num_problems", config.num_problems, str(error),
+                                 "Fix the data file or lower num_problems."))
   if isinstance(config.model, str) and config.model.strip():
     try:
       model_loading.check_model_spec(config.model)

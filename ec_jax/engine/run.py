@@ -174,11 +174,13 @@ def _sample_pending(config: Any, task: tasks.Task, problems: Sequence[tasks.Prob
   """Load the model and sample every unfinished batch, in index order."""
   started = time.perf_counter()
   tokenizer = model_loading.load_tokenizer(config.model)
+  prompt_ids = None
   if tokenizer.context_length is not None:
     # Checked before the weights are read, so a too-long prompt fails fast.
-    _encode_prompts(config, task, problems, tokenizer, tokenizer.context_length)
+    prompt_ids = _encode_prompts(config, task, problems, tokenizer, tokenizer.context_length)
   model = model_loading.load_model(config.model, str(config.dtype), mesh, tokenizer)
-  prompt_ids = _encode_prompts(config, task, problems, tokenizer, model.context_length)
+  if prompt_ids is None or model.context_length != tokenizer.context_length:
+    prompt_ids = _encode_prompts(config, task, problems, tokenizer, model.context_length)
   setup = batch_sampling.sampler_setup(config, mesh, model)
   runner = _BatchRunner(config, task, problems, prompt_ids, model, setup, writer)
   timing["model_load_seconds"] = time.perf_counter() - started
