@@ -58,8 +58,8 @@ def test_chunks_match_one_call(overlap):
   np.testing.assert_array_equal(chunked["phases"], expected.details.phases)
   for method, values in expected.centroids["length"].items():
     np.testing.assert_array_equal(chunked[f"{method}/length"], values, err_msg=method)
-  # Sums over a different padded length may round differently in the last bit.
-  np.testing.assert_allclose(chunked["raw_entropy"], expected.raw_entropy, rtol=1e-13)
+  # The sums do not depend on the padded width, so even the last bit agrees.
+  np.testing.assert_array_equal(chunked["raw_entropy"], expected.raw_entropy)
 
 
 def test_entropy_and_confidence_from_topk():
@@ -100,35 +100,6 @@ def test_topk_rows_required():
 
 # ---------------------------------------------------------------------------------------------
 # Results that do not depend on the chunk layout.
-
-
-def test_pairwise_sum_ignores_padding_and_rows():
-  rng = np.random.default_rng(5)
-  values = rng.exponential(0.5, 300)
-  pairwise_sum = jax.jit(streaming.pairwise_sum)
-  with jax.enable_x64(True):
-    alone = np.asarray(pairwise_sum(values[None, :]))[0]
-    for width, rows in ((300, 1), (512, 3), (1024, 12), (333, 7)):
-      table = np.zeros((rows, width))
-      table[:] = rng.exponential(0.5, (rows, width))
-      table[rows // 2] = 0.0
-      table[rows // 2, :300] = values
-      summed = np.asarray(pairwise_sum(table))
-      assert summed[rows // 2] == alone, (width, rows)
-  np.testing.assert_allclose(alone, values.sum(), rtol=1e-14)
-
-
-def test_prefix_sum_ignores_length():
-  rng = np.random.default_rng(6)
-  values = rng.normal(size=200)
-  prefix_sum = jax.jit(streaming.prefix_sum)
-  with jax.enable_x64(True):
-    short = np.asarray(prefix_sum(values[None, :]))[0]
-    padded = np.zeros((5, 1024))
-    padded[2, :200] = values
-    long = np.asarray(prefix_sum(padded))[2]
-  np.testing.assert_array_equal(long[:200], short)
-  np.testing.assert_allclose(short, np.cumsum(values), rtol=1e-12, atol=1e-12)
 
 
 def topk_rows(count, seed, k=10, lengths=(0, 3, 40, 130)):
@@ -201,7 +172,7 @@ def test_series_and_confidence_match_one_call():
     one_call = jax.jit(functools.partial(deepconf.deepconf_scores, window=16, tail=10))
     expected = jax.device_get(one_call(confidence, lengths))
   for name, values in expected.items():
-    np.testing.assert_allclose(out[name], values, rtol=1e-12, err_msg=name)
+    np.testing.assert_array_equal(out[name], values, err_msg=name)
   for i, row in enumerate(rows):
     if row.length == 0:
       assert math.isnan(out["self_certainty"][i])
@@ -216,21 +187,6 @@ def test_series_and_confidence_match_one_call():
     used = ~np.isnan(row.entropy)
     assert out["mean_entropy"][i] == pytest.approx(row.entropy[used].mean(), rel=1e-12)
     assert out["num_valid"][i] == used.sum()
-
-
-def test_topk_statistics_match_token_stats():
-  rng = np.random.default_rng(9)
-  logits = rng.normal(0, 3, (4, 50, 64))
-  log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
-  top = -np.sort(-log_probs, axis=-1)[..., :10]
-  top[0, :5, 7:] = -np.inf  # fewer than k tokens recorded
-  top[1, 3] = -np.inf  # none recorded
-  with jax.enable_x64(True):
-    entropy, confidence = jax.device_get(jax.jit(streaming.topk_statistics)(top))
-    expected = jax.device_get(jax.jit(token_stats.topk_statistics_from_logprobs)(top))
-  np.testing.assert_allclose(entropy, expected[0], rtol=1e-13)
-  np.testing.assert_allclose(confidence, expected[1], rtol=1e-13)
-  assert math.isnan(entropy[1, 3])
 
 
 def test_compact_phases_lists_most_phases():

@@ -18,6 +18,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from ec_jax.scoring import percentile
+from ec_jax.scoring import sums
 from ec_jax.scoring.phases import PhaseSums
 
 
@@ -57,12 +59,17 @@ def phase_centroids(sums: PhaseSums, lengths: jax.Array, phase_mass: str,
 
 
 def raw_entropy_centroid(entropies: jax.Array, valid: jax.Array, lengths: jax.Array) -> jax.Array:
-  """Return `[rows]` sum_t H_t t / sum_t H_t / L over valid positions (NaN when sum H = 0)."""
+  """Return `[rows]` sum_t H_t t / sum_t H_t / L over valid positions (NaN when sum H = 0).
+
+  The sums come from `sums.pairwise_sum`, so a row's result does not depend on the array's shape.
+  """
   real = entropies.dtype
   h = jnp.where(valid, entropies, jnp.zeros((), real))
   positions = jnp.arange(entropies.shape[1], dtype=real)
-  total = jnp.sum(h, axis=1)
-  moment = jnp.sum(h * positions, axis=1)
+  total = sums.pairwise_sum(h)
+  # `rounded_product` keeps its guard only while its second operand can be NaN. Positions are
+  # integers converted to floats, which LLVM knows are never NaN, so h goes second.
+  moment = sums.pairwise_sum(percentile.rounded_product(positions, h))
   length = lengths.astype(real)
   return _divide_or_nan(moment, total * length, (total != 0) & (length > 0))
 

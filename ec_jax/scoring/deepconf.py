@@ -9,7 +9,8 @@ A row with no used token has no score and gets NaN, which every selection rule s
 The functions are jit-friendly with static shapes. `window` and `tail` may be Python ints or
 traced integer scalars, so changing them never recompiles. Sliding sums come from one prefix sum
 per row, never from a `[rows, time, time]` array. Sums accumulate in float64 when x64 is enabled
-and in float32 otherwise.
+and in float32 otherwise. Every sum over tokens comes from `sums`, so a row's scores are the same
+bits whatever the number of rows and the padded width of the arrays it is scored in.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ec_jax.scoring import float_keys
+from ec_jax.scoring import percentile
+from ec_jax.scoring import sums
 
 # DeepConf's window and tail for long traces; configs for short traces set them smaller.
 DEFAULT_WINDOW = 2048
@@ -50,8 +53,8 @@ def masked_mean(values: jax.Array, lengths: jax.Array,
   """Return the mean of each row's used values, `[rows]`, NaN for a row with none."""
   dtype = accumulation_dtype()
   mask = used_mask(values, lengths, valid)
-  total = jnp.sum(jnp.where(mask, values.astype(dtype), 0), axis=-1)
-  count = jnp.sum(mask, axis=-1)
+  total = sums.pairwise_sum(jnp.where(mask, values.astype(dtype), jnp.zeros((), dtype)))
+  count = jnp.sum(mask, axis=-1, dtype=jnp.int32)
   return jnp.where(count > 0, total / jnp.maximum(count, 1).astype(dtype), jnp.nan)
 
 
@@ -101,11 +104,11 @@ def _prefix_sums(compact: jax.Array, count: jax.Array) -> tuple[jax.Array, jax.A
   dtype = compact.dtype
   time = compact.shape[-1]
   safe_count = jnp.maximum(count, 1).astype(dtype)
-  mean = jnp.sum(compact, axis=-1) / safe_count
+  mean = sums.pairwise_sum(compact) / safe_count
   inside = jnp.arange(time)[None, :] < count[:, None]
-  centred = jnp.where(inside, compact - mean[:, None], 0)
+  centred = jnp.where(inside, compact - mean[:, None], jnp.zeros((), dtype))
   prefix = jnp.concatenate([jnp.zeros((compact.shape[0], 1), dtype),
-                            jnp.cumsum(centred, axis=-1)], axis=-1)
+                            sums.prefix_sum(centred)], axis=-1)
   return prefix, mean
 
 
@@ -154,7 +157,9 @@ def _sum_of_smallest(values: jax.Array, exists: jax.Array, count: jax.Array) -> 
   below = keys < threshold_key[:, None]
   threshold = float_keys.from_order_keys(threshold_key, values.dtype)
   remainder = (count - jnp.sum(below, axis=-1)).astype(values.dtype)
-  return jnp.sum(jnp.where(below, values, 0), axis=-1) + remainder * threshold
+  below_sum = sums.pairwise_sum(jnp.where(below, values, jnp.zeros((), values.dtype)))
+  # The threshold is data (never a constant), so the product keeps its own rounding.
+  return below_sum + percentile.rounded_product(remainder, threshold)
 
 
 def deepconf_scores(confidence: jax.Array, lengths: jax.Array, valid: jax.Array | None = None,

@@ -17,12 +17,12 @@ trajectory's length was often several times too long or too short. At most MAX_Q
 wait for the worker, so memory stays bounded when reading is faster than scoring.
 
 Every chunk runs `pipeline.score_trajectories` (thresholds, phases, centroids, exact tie keys),
-plus the per-trajectory means, the DeepConf scores and, for top-k traces, the per-token entropy
-and confidence. Results do not depend on how trajectories are split into chunks: every
-floating-point sum over tokens or top-k entries below is a pairwise sum over a power-of-two width
-(zeros added at the end), built from elementwise additions, so a row's result depends neither on
-the padded width nor on the other rows. XLA's own reductions (`jnp.sum`) pick their summation
-order from the whole array's shape, which changes the last bit between chunk shapes.
+plus the per-trajectory means and the DeepConf scores of deepconf.py and, for top-k traces, the
+per-token entropy and confidence of token_stats.py. Results do not depend on how trajectories are
+split into chunks: those modules take every floating-point sum over tokens or top-k entries from
+sums.py, whose order of additions depends neither on the padded width nor on the other rows.
+XLA's own reductions (`jnp.sum`) pick their order from the whole array's shape, which changes the
+last bit between chunk shapes.
 """
 
 from __future__ import annotations
@@ -39,10 +39,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from ec_jax.scoring import deepconf
-from ec_jax.scoring import percentile
 from ec_jax.scoring import phases as phases_lib
 from ec_jax.scoring import pipeline
 from ec_jax.scoring import settings as settings_lib
+from ec_jax.scoring import token_stats
 
 # Peak bytes of one chunk's largest input, used to shrink the row count for long sequences.
 CHUNK_BYTES = 256 * 2**20
@@ -53,196 +53,6 @@ MAX_QUEUED_CHUNKS = 2
 # Without x64 the exact phase sums are 32-bit, so a bucket may not exceed this many positions:
 # the largest multiple of 128 that fits phases.MAX_TIME_UINT32.
 MAX_TIME_WITHOUT_X64 = phases_lib.MAX_TIME_UINT32 // 128 * 128
-# Share of the window means averaged by `deepconf_bottom10`, as tenths (see deepconf.py).
-_BOTTOM_TENTHS = 1
-
-
-# ---------------------------------------------------------------------------------------------
-# Sums whose rounding does not depend on the array's shape.
-
-
-def pairwise_sum(values: jax.Array) -> jax.Array:
-  """Sum the last axis by adding neighbours level by level: `[..., n]` -> `[...]`.
-
-  The axis is padded with zeros to a power of two, and level l adds the sums of aligned blocks
-  of 2**l entries. Entries past the last non-zero one only add exact zeros, so the result is the
-  same for any padded width, and each row is summed on its own.
-  """
-  size = values.shape[-1]
-  if size == 0:
-    return jnp.zeros(values.shape[:-1], values.dtype)
-  width = 1 << (size - 1).bit_length()
-  if width != size:
-    padding = [(0, 0)] * (values.ndim - 1) + [(0, width - size)]
-    values = jnp.pad(values, padding)
-  while values.shape[-1] > 1:
-    values = values[..., 0::2] + values[..., 1::2]
-  return values[..., 0]
-
-
-def prefix_sum(values: jax.Array) -> jax.Array:
-  """Return inclusive prefix sums of the last axis (Hillis-Steele doubling steps).
-
-  Step s adds the value 2**s positions to the left. Entry i only ever adds entries at or before
-  it (or exact zeros), so it does not depend on the axis length.
-  """
-  time = values.shape[-1]
-  shift = 1
-  while shift < time:
-    padding = [(0, 0)] * (values.ndim - 1) + [(shift, 0)]
-    values = values + jnp.pad(values[..., :-shift], padding)
-    shift *= 2
-  return values
-
-
-def masked_mean(values: jax.Array, used: jax.Array) -> jax.Array:
-  """Return `[rows]` means of the used entries of `values [rows, time]`, NaN for none."""
-  total = pairwise_sum(jnp.where(used, values, jnp.zeros((), values.dtype)))
-  count = jnp.sum(used, axis=-1, dtype=jnp.int32)
-  return jnp.where(count > 0, total / jnp.maximum(count, 1).astype(values.dtype), jnp.nan)
-
-
-def raw_entropy_centroid(entropies: jax.Array, valid: jax.Array, lengths: jax.Array) -> jax.Array:
-  """Return `[rows]` sum_t H_t t / sum_t H_t / L over valid positions (NaN when sum H = 0).
-
-  The formula of `centroids.raw_entropy_centroid`, with pairwise sums.
-  """
-  real = entropies.dtype
-  h = jnp.where(valid, entropies, jnp.zeros((), real))
-  positions = jnp.arange(entropies.shape[1], dtype=real)
-  total = pairwise_sum(h)
-  # Each product is rounded before it is summed, because some chunk shapes fuse a product and an
-  # addition into one fused multiply-add. `rounded_product` selects on its second operand being
-  # NaN, so that operand must be data: LLVM removes the select for positions, which cannot be NaN.
-  moment = pairwise_sum(percentile.rounded_product(positions, h))
-  length = lengths.astype(real)
-  has = (total != 0) & (length > 0)
-  denominator = jnp.where(has, total * length, jnp.ones((), real))
-  return jnp.where(has, moment / denominator, jnp.asarray(jnp.nan, real))
-
-
-def topk_statistics(top_logprobs: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Return the top-k entropy and DeepConf confidence of `[..., k]` log-probabilities.
-
-  The formulas of `token_stats.topk_statistics_from_logprobs` (renormalised top-k entropy and
-  -(1/k') sum log q over the k' finite entries), with pairwise sums over k. -inf entries are
-  absent tokens; rows with no finite entry give NaN.
-  """
-  finite = jnp.isfinite(top_logprobs)
-  count = jnp.sum(finite, axis=-1)
-  masked = jnp.where(finite, top_logprobs, -jnp.inf)
-  peak = jnp.max(masked, axis=-1, keepdims=True)
-  peak = jnp.where(jnp.isfinite(peak), peak, jnp.zeros((), peak.dtype))
-  weights = jnp.where(finite, jnp.exp(masked - peak), jnp.zeros((), peak.dtype))
-  normaliser = jnp.log(pairwise_sum(weights))[..., None] + peak
-  log_q = top_logprobs - normaliser
-  safe = jnp.where(finite, log_q, jnp.zeros((), log_q.dtype))
-  terms = jnp.where(finite, percentile.rounded_product(jnp.exp(safe), safe), 0.0)
-  entropy = -pairwise_sum(terms)
-  confidence = -pairwise_sum(safe) / jnp.maximum(count, 1).astype(safe.dtype)
-  nan = jnp.asarray(jnp.nan, entropy.dtype)
-  return jnp.where(count > 0, entropy, nan), jnp.where(count > 0, confidence, nan)
-
-
-def _order_keys(values: jax.Array) -> jax.Array:
-  """Map floats to unsigned integers of the same width whose order is the float order."""
-  bits = 8 * values.dtype.itemsize
-  unsigned = jnp.uint64 if bits == 64 else jnp.uint32
-  raw = jax.lax.bitcast_convert_type(values, unsigned)
-  flip = jnp.where(raw >> (bits - 1) == 1, unsigned((1 << bits) - 1), unsigned(1 << (bits - 1)))
-  return raw ^ flip
-
-
-def _from_order_keys(keys: jax.Array, dtype: jnp.dtype) -> jax.Array:
-  bits = 8 * keys.dtype.itemsize
-  unsigned = keys.dtype.type
-  flip = jnp.where(keys >> (bits - 1) == 1, unsigned(1 << (bits - 1)), unsigned((1 << bits) - 1))
-  return jax.lax.bitcast_convert_type(keys ^ flip, dtype)
-
-
-def _sum_of_smallest(values: jax.Array, exists: jax.Array, count: jax.Array) -> jax.Array:
-  """Return the sum of the `count [rows]` smallest existing entries of each row.
-
-  A bisection over order-preserving integer keys finds the count-th smallest value, as in
-  deepconf.py. Entries below it are summed, and copies of it make up the count.
-  """
-  keys = _order_keys(jnp.where(exists, values, jnp.inf))
-  bits = 8 * keys.dtype.itemsize
-
-  def halve(_, bounds):
-    low, high = bounds
-    middle = low + ((high - low) >> 1)
-    enough = jnp.sum(keys <= middle[:, None], axis=-1) >= count
-    return jnp.where(enough, low, middle + 1), jnp.where(enough, middle, high)
-
-  bounds = (jnp.min(keys, axis=-1), jnp.max(keys, axis=-1))
-  _, threshold_key = jax.lax.fori_loop(0, bits, halve, bounds)
-  below = keys < threshold_key[:, None]
-  threshold = _from_order_keys(threshold_key, values.dtype)
-  remainder = (count - jnp.sum(below, axis=-1)).astype(values.dtype)
-  below_sum = pairwise_sum(jnp.where(below, values, jnp.zeros((), values.dtype)))
-  return below_sum + percentile.rounded_product(remainder, threshold)
-
-
-def deepconf_scores(confidence: jax.Array, used: jax.Array, window: jax.Array,
-                    tail: jax.Array) -> dict[str, jax.Array]:
-  """Return the four DeepConf scores of `deepconf.deepconf_scores`, with pairwise sums.
-
-  Args:
-    confidence: `[rows, time]` per-token confidence.
-    used: `[rows, time]` bool, the positions that count (below the length, valid, not NaN).
-      Unused positions are skipped, as if removed from the sequence.
-    window: int32 scalar sliding-window size in tokens (at least 1).
-    tail: int32 scalar number of final tokens of `deepconf_tail` (at least 1).
-
-  Returns:
-    `deepconf_tail`, `deepconf_mean`, `deepconf_lowest_window`, `deepconf_bottom10`, each
-    `[rows]`, NaN for a row with no used token.
-  """
-  rows, time = confidence.shape
-  dtype = confidence.dtype
-  count = jnp.sum(used, axis=-1, dtype=jnp.int32)
-  # Move the used values to the front of each row, in order; unused ones scatter out of range.
-  rank = jnp.cumsum(used, axis=-1, dtype=jnp.int32) - 1
-  target = jnp.where(used, rank, time)
-  row_index = jnp.broadcast_to(jnp.arange(rows)[:, None], (rows, time))
-  compact = jnp.zeros((rows, time), dtype).at[row_index, target].set(confidence, mode="drop")
-
-  # Prefix sums of the values minus the row mean, which keeps them small.
-  mean = pairwise_sum(compact) / jnp.maximum(count, 1).astype(dtype)
-  inside = jnp.arange(time)[None, :] < count[:, None]
-  centred = jnp.where(inside, compact - mean[:, None], jnp.zeros((), dtype))
-  prefix = jnp.concatenate([jnp.zeros((rows, 1), dtype), prefix_sum(centred)], axis=-1)
-
-  tail_size = jnp.maximum(jnp.minimum(jnp.maximum(tail, 1), count), 1)
-  tail_end = jnp.take_along_axis(prefix, count[:, None], axis=-1)[:, 0]
-  tail_start = jnp.take_along_axis(prefix, jnp.maximum(count - tail_size, 0)[:, None],
-                                   axis=-1)[:, 0]
-  tail_mean = (tail_end - tail_start) / tail_size.astype(dtype) + mean
-
-  # Window e - 1 ends before compact position e; a row shorter than the window has one window.
-  size = jnp.maximum(jnp.minimum(jnp.maximum(window, 1), count), 1)
-  stop = jnp.broadcast_to(jnp.arange(1, time + 1, dtype=jnp.int32)[None, :], (rows, time))
-  start = stop - size[:, None]
-  exists = (start >= 0) & (stop <= count[:, None])
-  upper = jnp.take_along_axis(prefix, stop, axis=-1)
-  lower = jnp.take_along_axis(prefix, jnp.maximum(start, 0), axis=-1)
-  means = (upper - lower) / size[:, None].astype(dtype) + mean[:, None]
-  windows = jnp.where(count > 0, count - size + 1, 0)
-  lowest = jnp.min(jnp.where(exists, means, jnp.inf), axis=-1)
-  # ceil(10 % of the windows) in integers: at least one for a non-empty row.
-  bottom_count = (windows * _BOTTOM_TENTHS + 9) // 10
-  bottom_mean = (_sum_of_smallest(means, exists, bottom_count)
-                 / jnp.maximum(bottom_count, 1).astype(dtype))
-
-  empty = count == 0
-  nan = jnp.asarray(jnp.nan, dtype)
-  return {
-      "deepconf_tail": jnp.where(empty, nan, tail_mean),
-      "deepconf_mean": jnp.where(empty, nan, mean),
-      "deepconf_lowest_window": jnp.where(empty, nan, lowest),
-      "deepconf_bottom10": jnp.where(empty, nan, bottom_mean),
-  }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -360,7 +170,8 @@ def _score_chunk(entropies, missing, lengths, topk_logprobs, confidence, series,
   """Score one chunk; returns a flat dict of per-row arrays (see ChunkedScorer.results)."""
   real = jax.dtypes.canonicalize_dtype(jnp.float64)  # float32 unless x64 is enabled
   if options.uses_topk:
-    topk_entropy, topk_confidence = topk_statistics(topk_logprobs.astype(real))
+    topk_entropy, topk_confidence = token_stats.topk_statistics_from_logprobs(
+        topk_logprobs.astype(real))
     if options.entropy_from_topk:
       entropies = topk_entropy
     if options.confidence_from_topk:
@@ -368,17 +179,16 @@ def _score_chunk(entropies, missing, lengths, topk_logprobs, confidence, series,
   entropies = entropies.astype(real)
   present = ~missing
   scores = pipeline.score_trajectories(entropies, present, lengths, settings, spec)
-  valid, _ = pipeline.clean_validity(entropies, present, lengths)
   out = {
       "num_valid": scores.num_valid,
       "num_nan": scores.num_nan,
       "high_threshold": scores.high_threshold,
       "low_threshold": scores.low_threshold,
       "num_phases": scores.num_phases,
-      "raw_entropy": raw_entropy_centroid(entropies, valid, lengths),
+      "raw_entropy": scores.raw_entropy,
       "center_numerator": scores.center_numerator,
       "center_denominator": scores.center_denominator,
-      "mean_entropy": masked_mean(entropies, valid),
+      "mean_entropy": deepconf.mean_entropy(entropies, lengths, present),
   }
   for mass, methods in scores.centroids.items():
     for method, values in methods.items():
@@ -386,13 +196,11 @@ def _score_chunk(entropies, missing, lengths, topk_logprobs, confidence, series,
   if scores.details is not None:
     out["phases"] = scores.details.phases
     out["phase_overflow"] = scores.details.overflow
-  inside = jnp.arange(entropies.shape[1])[None, :] < lengths[:, None]
   if confidence is not None:
-    confidence = confidence.astype(real)
-    out.update(deepconf_scores(confidence, inside & ~jnp.isnan(confidence), window, tail))
+    out.update(deepconf.deepconf_scores(confidence.astype(real), lengths, window=window,
+                                        tail=tail))
   for name, values in series.items():
-    values = values.astype(real)
-    out[series_score_name(name)] = masked_mean(values, inside & ~jnp.isnan(values))
+    out[series_score_name(name)] = deepconf.masked_mean(values.astype(real), lengths)
   return out
 
 

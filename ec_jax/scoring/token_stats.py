@@ -10,7 +10,9 @@ All entropies are in nats over the untempered (temperature 1) distribution:
 Tokens whose logit is -inf (masked) have probability zero: they add nothing to the entropies,
 and `self_certainty` averages over the finite-logit tokens only (|V| counts them), so every
 statistic stays finite. The functions work on `[..., vocab]` and never sort the vocabulary: the
-top k come from `lax.top_k`.
+top k come from `lax.top_k`. Sums over the top k use `sums.pairwise_sum`, so the top-k entropy
+and the confidence of a position do not depend on the shape of the array it sits in. Sums over
+the vocabulary use XLA's reductions.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from ec_jax.scoring import percentile
+from ec_jax.scoring import sums
 
 
 class TokenStatistics(NamedTuple):
@@ -52,11 +57,19 @@ def topk_statistics_from_logprobs(top_logprobs: jax.Array) -> tuple[jax.Array, j
     = -(1/k') sum log q over the k' finite entries. Rows with no finite entry give NaN.
   """
   finite = jnp.isfinite(top_logprobs)
-  count = jnp.sum(finite, axis=-1)
-  normaliser = jax.nn.logsumexp(jnp.where(finite, top_logprobs, -jnp.inf), axis=-1, keepdims=True)
-  log_q = top_logprobs - normaliser
-  entropy = -jnp.sum(_xlogx_terms(jnp.where(finite, log_q, -jnp.inf)), axis=-1)
-  confidence = -jnp.sum(jnp.where(finite, log_q, 0.0), axis=-1) / jnp.maximum(count, 1)
+  count = jnp.sum(finite, axis=-1, dtype=jnp.int32)
+  zero = jnp.zeros((), top_logprobs.dtype)
+  # logsumexp over the finite entries, shifted by their maximum (0 for a row with none).
+  masked = jnp.where(finite, top_logprobs, -jnp.inf)
+  peak = jnp.max(masked, axis=-1, keepdims=True)
+  peak = jnp.where(jnp.isfinite(peak), peak, zero)
+  weights = jnp.where(finite, jnp.exp(masked - peak), zero)
+  normaliser = jnp.log(sums.pairwise_sum(weights))[..., None] + peak
+  log_q = jnp.where(finite, top_logprobs - normaliser, zero)
+  # q log q, with the product rounded on its own (log_q is data, so the guard stays).
+  terms = jnp.where(finite, percentile.rounded_product(jnp.exp(log_q), log_q), zero)
+  entropy = -sums.pairwise_sum(terms)
+  confidence = -sums.pairwise_sum(log_q) / jnp.maximum(count, 1).astype(log_q.dtype)
   nan = jnp.asarray(jnp.nan, entropy.dtype)
   return jnp.where(count > 0, entropy, nan), jnp.where(count > 0, confidence, nan)
 
