@@ -19,9 +19,16 @@ def rounded_product(x: jax.Array, y: jax.Array) -> jax.Array:
   """Return x * y rounded to the dtype before any later addition.
 
   XLA's CPU backend contracts a multiply feeding an add into one fused multiply-add, which skips
-  the product's rounding and changes the last bit compared with numpy. A select between the
-  product and an operand keeps the multiply and the add apart. Its condition is false only where
-  `y` is NaN, and there both branches are NaN anyway.
+  the product's rounding and changes the last bit compared with numpy. Whether it does depends on
+  the fusion it picks for the array's shape. A select between the product and `y` keeps the
+  multiply and the add apart. Its condition `y == y` is false only where `y` is NaN, and there
+  both branches are NaN anyway.
+
+  The guard holds only while `y` can be NaN at run time. Where the compiler can prove that `y` is
+  never NaN, it folds the condition and removes the select: XLA does so for a constant `y`, and
+  LLVM for an integer converted to a float, such as `jnp.arange(n, dtype=float)`. Pass the data
+  operand (an entropy, a sorted value, a quantile given as a jit argument) as `y`, and a constant
+  or integer-valued operand as `x`.
   """
   return jnp.where(y == y, x * y, y)
 
@@ -61,7 +68,9 @@ def percentile_from_sorted(sorted_values: jax.Array, count: jax.Array,
   Args:
     sorted_values: `[rows, time]`, each row ascending in its first `count` entries.
     count: `[rows]` number of valid values per row.
-    quantile: `[rows, q]` or `[q]` quantiles in [0, 1], from `percent_to_quantile`.
+    quantile: `[rows, q]` or `[q]` quantiles in [0, 1], from `percent_to_quantile`. Pass them as a
+      jit argument: a constant inside the jitted function lets XLA drop the `rounded_product`
+      guard on (count - 1) * quantile.
 
   Returns:
     `[rows, q]` percentiles in the dtype of `sorted_values`; NaN for rows with no valid value.
