@@ -540,6 +540,10 @@ def main(argv: Sequence[str]) -> int:
       row = {"model": name, "batch": batch, "cost": cost, "load_ec_jax": load_seconds,
              "ec_jax": bench_ec_jax(graphdef, state, prompt, batch, args.new_tokens,
                                     args.repeats)}
+      timing = row["ec_jax"]
+      print(f"  ec_jax: decode {timing['decode']:.1f} s; {args.new_tokens} tokens: statistics "
+            f"{timing['full_statistics']:.1f} s, none {timing['full_plain']:.1f} s, scoring "
+            f"{timing['full_scoring']:.1f} s; 1 token {timing['one_token']:.1f} s", flush=True)
       if args.breakdown:
         row["pieces"] = bench_step_pieces(graphdef, state, prompt, batch, args.new_tokens,
                                           spec_defaults.candidate_k, spec_defaults.entropy_k)
