@@ -15,6 +15,7 @@ removes inside the run folder, so the tests can check that only process 0 writes
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import pathlib
@@ -28,6 +29,8 @@ import time
 import numpy as np
 import pytest
 
+from configs import best_of_n
+from ec_jax.scoring import results_folder
 from ec_jax.weights import embedded
 
 pytestmark = pytest.mark.multiprocess
@@ -341,6 +344,63 @@ def test_killed_process_then_resume(tmp_path, single_process_run):
     assert "2 batches of 2; 1 batches to sample" in log, resumed.log_tail(index)
   assert resumed.written_paths(1) == [], resumed.log_tail(1)
   _assert_same_results(folder, single_process_run)
+
+
+def _job_config_json(run_folder: pathlib.Path) -> dict:
+  """Return the config.json that the job writes with JOB_FLAGS into run_folder."""
+  config = best_of_n.get_config("tiny")
+  for flag in JOB_FLAGS[1:]:
+    key, value = flag.removeprefix("--config.").split("=", 1)
+    parent = config
+    *parents, name = key.split(".")
+    for part in parents:
+      parent = parent[part]
+    parent[name] = ast.literal_eval(value)
+  config.output_dir = str(run_folder)
+  return results_folder.config_json(config)
+
+
+def _write_foreign_config(folder: pathlib.Path) -> str:
+  """Fill folder with another config's run; return the error line the job must print."""
+  other = _job_config_json(folder)
+  other["seed"] = 8
+  folder.mkdir(parents=True)
+  (folder / "config.json").write_text(json.dumps(other))
+  return (f"best_of_n: error: output_dir {folder} contains a run with another config; "
+          "differing keys: seed (existing 8, requested 7)")
+
+
+def _write_foreign_records(folder: pathlib.Path) -> str:
+  """Fill folder with this config's run and a record of another problem; return the error."""
+  folder.mkdir(parents=True)
+  (folder / "config.json").write_text(json.dumps(_job_config_json(folder)))
+  (folder / "trajectories.jsonl").write_text(
+      json.dumps({"problem_id": "not_in_the_data", "trajectory_index": 0}) + "\n")
+  return (f"best_of_n: error: {folder / 'trajectories.jsonl'} has records of problem "
+          "'not_in_the_data', which is not among this run's problems")
+
+
+# Process 0 finds the first in check_output_dir, and the second only when it reads the
+# records in resume_state.
+@pytest.mark.parametrize("fill_folder", [_write_foreign_config, _write_foreign_records],
+                         ids=["foreign_config", "foreign_records"])
+def test_folder_error_stops_both_processes(tmp_path, fill_folder):
+  folder = tmp_path / "run"
+  message = fill_folder(folder)
+  job = _Job(tmp_path, "rejected", folder)
+  try:
+    job.start_distributed(num_processes=2, devices=2)
+    # Both processes exit on the error within seconds. A process that waited for its peer
+    # would end only at a collective's timeout, and without the message.
+    statuses = job.wait_all(RUN_TIMEOUT_S)
+  finally:
+    job.kill_all()
+
+  assert statuses == [1, 1], job.all_log_tails()
+  for index in range(2):
+    assert message in job.logs[index].read_text(errors="replace"), job.log_tail(index)
+  assert job.written_paths(1) == [], job.log_tail(1)
+  assert not (folder / "arrays").exists()
 
 
 def _launch_compare(tmp_path: pathlib.Path, *arguments: str,

@@ -188,3 +188,108 @@ def test_initialize_after_backend_start_raises(monkeypatch, caplog):
   assert "jax.distributed.initialize failed (explicit mode, coordinator 127.0.0.1:1)" in (
       caplog.text)
   assert distributed._STARTED is None
+
+
+class _FolderError(ValueError):
+  """A user error type, like RunFolderError."""
+
+
+class _FakeChannel:
+  """Replays process 0's broadcasts on a simulated process 1 of a 2-process run."""
+
+  def __init__(self):
+    self.sent = []
+
+  def install(self, monkeypatch, process_index: int) -> None:
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    monkeypatch.setattr(jax, "process_index", lambda: process_index)
+    monkeypatch.setattr(distributed, "broadcast_from_primary",
+                        self._send if process_index == 0 else self._receive)
+
+  def _send(self, value):
+    self.sent.append(np.array(value))
+    return value
+
+  def _receive(self, value):
+    assert self.sent, "process 1 made more broadcast calls than process 0"
+    sent = self.sent.pop(0)
+    assert np.shape(value) == sent.shape
+    assert np.asarray(value).dtype == sent.dtype
+    return sent
+
+
+def _failing_step():
+  raise _FolderError("output_dir runs/x contains a run with another config")
+
+
+def test_run_on_primary_raises_error_everywhere(monkeypatch):
+  channel = _FakeChannel()
+  with monkeypatch.context() as patch:
+    channel.install(patch, process_index=0)
+    with pytest.raises(_FolderError, match="contains a run with another config"):
+      parallel.run_on_primary(_failing_step, (_FolderError,))
+  assert len(channel.sent) == 2
+
+  calls = []
+  with monkeypatch.context() as patch:
+    channel.install(patch, process_index=1)
+    with pytest.raises(_FolderError) as error:
+      parallel.run_on_primary(lambda: calls.append("step"), (_FolderError,))
+  assert str(error.value) == "output_dir runs/x contains a run with another config"
+  assert calls == []
+  assert channel.sent == []
+
+
+def test_run_on_primary_other_error_names_type(monkeypatch):
+  channel = _FakeChannel()
+
+  def step():
+    raise OSError("Permission denied: 'runs/x/config.json'")
+
+  with monkeypatch.context() as patch:
+    channel.install(patch, process_index=0)
+    with pytest.raises(OSError, match="Permission denied"):
+      parallel.run_on_primary(step, (_FolderError,))
+  with monkeypatch.context() as patch:
+    channel.install(patch, process_index=1)
+    with pytest.raises(parallel.PrimaryProcessError) as error:
+      parallel.run_on_primary(step, (_FolderError,))
+  assert "Process 0 failed" in str(error.value)
+  assert "OSError: Permission denied: 'runs/x/config.json'" in str(error.value)
+
+
+def test_run_on_primary_success_returns_result(monkeypatch):
+  channel = _FakeChannel()
+  with monkeypatch.context() as patch:
+    channel.install(patch, process_index=0)
+    assert parallel.run_on_primary(lambda: "finished", (_FolderError,)) == "finished"
+  # Success sends only the header, without a message.
+  assert len(channel.sent) == 1
+  with monkeypatch.context() as patch:
+    channel.install(patch, process_index=1)
+    assert parallel.run_on_primary(lambda: "finished", (_FolderError,)) is None
+  assert channel.sent == []
+
+
+def test_run_on_primary_single_process():
+  assert parallel.run_on_primary(lambda: 3) == 3
+  with pytest.raises(_FolderError, match="another config"):
+    parallel.run_on_primary(_failing_step, (_FolderError,))
+
+
+@pytest.mark.parametrize("error,code,message", [
+    (None, 0, b""),
+    (_FolderError("caf\u00e9 folder"), 2, "caf\u00e9 folder".encode()),
+    (KeyError("x"), -1, b"KeyError: 'x'"),
+])
+def test_outcome_round_trip(error, code, message):
+  error_types = (TypeError, _FolderError)
+  assert distributed.encode_outcome(error, error_types) == (code, message)
+  decoded = distributed.decode_outcome(code, message, error_types)
+  if error is None:
+    assert decoded is None
+  elif code > 0:
+    assert type(decoded) is _FolderError
+    assert str(decoded) == str(error)
+  else:
+    assert isinstance(decoded, parallel.PrimaryProcessError)

@@ -6,7 +6,8 @@
      extract and grade, append records and shard ─► read the folder back: every method,
      bootstrap intervals, accuracy vs n ─► selected.jsonl, summary.json, plots
 
-Every process runs the sampler (SPMD); only process 0 grades and writes.
+Every process runs the sampler (SPMD). Only process 0 reads the output folder, grades and
+writes; when it fails to read the folder, every process raises its error.
 """
 
 from __future__ import annotations
@@ -231,6 +232,18 @@ def _summarise(config: Any, task: tasks.Task, problem_ids: Sequence[str],
   return summary
 
 
+def _start_or_resume(config: Any, requested: dict, plan: Sequence[batches_lib.ProblemBatch],
+                     problem_ids: Sequence[str]) -> np.ndarray:
+  """Write config.json and return which batches are finished, [len(plan)] bool (process 0)."""
+  folder = pathlib.Path(config.output_dir)
+  run_folder.write_config(folder, requested)
+  state = run_folder.resume_state(folder, plan, problem_ids, int(config.num_samples),
+                                  bool(config.greedy))
+  finished = np.zeros(len(plan), bool)
+  finished[list(state.finished)] = True
+  return finished
+
+
 def run(config: Any) -> RunResult:
   """Run the best_of_n job of a config (see configs/best_of_n.py) and write its run folder.
 
@@ -245,22 +258,23 @@ def run(config: Any) -> RunResult:
   requested = results_folder.config_json(config)
   writer = parallel.is_primary()
   folder = pathlib.Path(config.output_dir)
-  run_folder.check_output_dir(folder, requested)
+  # Only process 0 reads and writes the folder, so every process acts on the same folder
+  # state. run_on_primary raises process 0's error on every process.
+  parallel.run_on_primary(lambda: run_folder.check_output_dir(folder, requested),
+                         (run_folder.RunFolderError,))
   task, problems = _load_problems(config)
   problem_ids = [problem.problem_id for problem in problems]
   plan = batches_lib.plan_batches(len(problems), int(config.batch_problems))
   mesh = parallel.mesh_from_config(config)
   logging.info("Devices: %s.", parallel.describe_mesh(mesh))
 
-  finished = np.zeros(len(plan), bool)
-  if writer:
-    run_folder.write_config(folder, requested)
-    state = run_folder.resume_state(folder, plan, problem_ids, int(config.num_samples),
-                                    bool(config.greedy))
-    finished[list(state.finished)] = True
+  finished = parallel.run_on_primary(
+      lambda: _start_or_resume(config, requested, plan, problem_ids),
+      (run_folder.RunFolderError,))
   if jax.process_count() > 1:
     # Process 0 read the folder; the others follow its plan.
-    finished = parallel.broadcast_from_primary(finished)
+    finished = parallel.broadcast_from_primary(
+        np.zeros(len(plan), bool) if finished is None else finished)
   pending = [batch.index for batch in plan if not finished[batch.index]]
   logging.info("%d problems in %d batches of %d; %d batches to sample.", len(problems),
                len(plan), int(config.batch_problems), len(pending))

@@ -6,6 +6,7 @@ ec_jax.parallel.selfcheck` checks a multi-process set-up (see docs/multihost.md)
 """
 
 from ec_jax.parallel.distributed import (
+    PrimaryProcessError,
     StartupPlan,
     broadcast_from_primary,
     gather_to_host,
@@ -15,6 +16,7 @@ from ec_jax.parallel.distributed import (
     local_row_slice,
     log_runtime,
     plan_startup,
+    run_on_primary,
     runtime_summary,
 )
 from ec_jax.parallel.mesh import (
@@ -38,6 +40,7 @@ __all__ = [
     "DATA_AXIS",
     "LOGICAL_AXIS_RULES",
     "MODEL_AXIS",
+    "PrimaryProcessError",
     "StartupPlan",
     "batch_sharding",
     "broadcast_from_primary",
@@ -58,5 +61,6 @@ __all__ = [
     "param_shardings",
     "plan_startup",
     "resolve_mesh_shape",
+    "run_on_primary",
     "runtime_summary",
 ]

@@ -30,7 +30,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform
-from typing import Any, Mapping
+from collections.abc import Callable
+from typing import Any, Mapping, TypeVar
 
 from absl import logging
 import flax
@@ -48,6 +49,8 @@ ENV_HEARTBEAT_TIMEOUT = "EC_JAX_HEARTBEAT_TIMEOUT_S"
 ENV_SHUTDOWN_TIMEOUT = "EC_JAX_SHUTDOWN_TIMEOUT_S"
 
 MODES = ("auto", "off", "explicit", "slurm", "tpu")
+
+_T = TypeVar("_T")
 
 # The defaults of jax.distributed.initialize in jax 0.10.2.
 DEFAULT_INIT_TIMEOUT_S = 300
@@ -360,3 +363,79 @@ def broadcast_from_primary(value: Any) -> Any:
     result = np.asarray(result)
     out.append(result.item() if isinstance(leaf, (bool, int, float)) else result)
   return jax.tree.unflatten(treedef, out)
+
+
+class PrimaryProcessError(RuntimeError):
+  """Raised on the other processes when a step that only process 0 runs failed unexpectedly."""
+
+
+# Outcome codes of `run_on_primary`: 0 is success, i + 1 is error_types[i], and this is any
+# other exception.
+_OTHER_ERROR = -1
+
+
+def encode_outcome(error: BaseException | None,
+                   error_types: tuple[type[Exception], ...]) -> tuple[int, bytes]:
+  """Return (outcome code, UTF-8 message) of a step's error, or (0, b"") for success.
+
+  An error of one of `error_types` gets code i + 1 for the first matching type i and its
+  message. Any other error gets code -1 and `TypeName: message`.
+  """
+  if error is None:
+    return 0, b""
+  for index, error_type in enumerate(error_types):
+    if isinstance(error, error_type):
+      return index + 1, str(error).encode("utf-8")
+  return _OTHER_ERROR, f"{type(error).__name__}: {error}".encode("utf-8")
+
+
+def decode_outcome(code: int, message: bytes,
+                   error_types: tuple[type[Exception], ...]) -> Exception | None:
+  """Return the exception that `encode_outcome` encoded (None for success).
+
+  Code i + 1 gives `error_types[i](message)`, so each of those types must take the message as
+  its only argument. Code -1 gives a PrimaryProcessError that names process 0.
+  """
+  if code == 0:
+    return None
+  text = message.decode("utf-8", errors="replace")
+  if 1 <= code <= len(error_types):
+    return error_types[code - 1](text)
+  return PrimaryProcessError(f"Process 0 failed in a step that only it runs: {text}")
+
+
+def run_on_primary(step: Callable[[], _T],
+                   error_types: tuple[type[Exception], ...] = ()) -> _T | None:
+  """Run `step` on process 0 only, and raise its error on every process.
+
+  The other processes wait for process 0's outcome, so an error on process 0 stops every
+  process at once. Without this, the others would wait in their next collective until the
+  heartbeat timeout. On process 0 the original exception is re-raised. On the other processes
+  an error of one of `error_types` is raised as the same type with the same message, and any
+  other exception as PrimaryProcessError. Every process must call this, because it calls
+  `broadcast_from_primary` once or twice. With one process it only calls `step`.
+
+  Returns:
+    step's result on process 0, and None on the other processes.
+  """
+  if jax.process_count() == 1:
+    return step()
+  result, error = None, None
+  if is_primary():
+    try:
+      result = step()
+    except Exception as caught:  # pylint: disable=broad-exception-caught
+      # Re-raised below, once the other processes know of it.
+      error = caught
+  code, message = encode_outcome(error, error_types)
+  header = broadcast_from_primary(np.array([code, len(message)], np.int64))
+  code, length = int(header[0]), int(header[1])
+  payload = np.frombuffer(message, np.uint8) if is_primary() else np.zeros(length, np.uint8)
+  if length:
+    payload = broadcast_from_primary(payload)
+  if error is not None:
+    raise error
+  failure = decode_outcome(code, np.asarray(payload, np.uint8).tobytes(), error_types)
+  if failure is not None:
+    raise failure
+  return result
