@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import pathlib
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -25,6 +26,19 @@ LABELS_NONE = "none"
 SCORE_TRACES_KEYS = ("input", "format", "labels", "output_dir", "sweep", "x64")
 
 _MISSING = object()
+
+# A URL scheme such as gs:// or s3:// (RFC 3986: a letter, then letters, digits, + - .).
+_URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+# The rule and fix of an output_dir that is a URL.
+URL_OUTPUT_RULE = ("it is a URL, but results are written with local file operations (append "
+                   "and atomic rename), which object stores such as GCS and S3 do not offer")
+URL_OUTPUT_FIX = ("Pass a folder on a local disk or a POSIX shared file system, and copy the "
+                  "finished folder to the bucket (docs/multihost.md, section File systems).")
+
+
+def is_url(path: str) -> bool:
+  """Return whether `path` starts with a URL scheme such as `gs://` or `s3://`."""
+  return _URL_SCHEME.match(path) is not None
 
 
 class ConfigError(ValueError):
@@ -212,6 +226,8 @@ def score_traces_problems(config: Any) -> list[str]:
     if not isinstance(output_dir, str) or not output_dir:
       check.add("output_dir", output_dir, "it must name the results folder",
                 "Pass --config.output_dir=DIR.")
+    elif is_url(output_dir):
+      check.add("output_dir", output_dir, URL_OUTPUT_RULE, URL_OUTPUT_FIX)
     elif pathlib.Path(output_dir).exists() and not pathlib.Path(output_dir).is_dir():
       check.add("output_dir", output_dir, "it is an existing file, not a folder",
                 "Pass a folder path that does not exist yet.")

@@ -90,6 +90,9 @@ def _problems(**overrides):
     ("mesh.data", 0, "mesh.data = 0 is invalid"),
     ("num_problems", 0, "num_problems = 0 is invalid"),
     ("phases.top_percent", 120.0, "phases.top_percent = 120.0 is invalid"),
+    ("output_dir", "gs://bucket/runs/x",
+     "output_dir = 'gs://bucket/runs/x' is invalid: it is a URL, but results are written"),
+    ("output_dir", "s3://bucket/runs/x", "copy the finished folder to the bucket"),
 ])
 def test_bad_value_is_rejected(key, value, expected):
   assert expected in _problems(**{key: value})

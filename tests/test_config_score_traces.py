@@ -112,6 +112,7 @@ INVALID_VALUES = [
     ("sweep_grid.consecutive_low", (2, 0)),
     ("input", ""),
     ("output_dir", ""),
+    ("output_dir", "gs://bucket/scores"),
     ("labels", "/nonexistent/evaluation_cache.json"),
     ("sweep", "yes"),
     ("x64", 1),

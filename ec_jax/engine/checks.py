@@ -114,8 +114,11 @@ def value_problems(config: Any) -> list[str]:
         "it must be an integer >= 1, or -1 for every device / mesh.model",
         "Set --config.mesh.data=-1.")
   integer_at_least("mesh.model", 1, "Set --config.mesh.model=1 unless the model must be split.")
-  check("output_dir", isinstance(values["output_dir"], str) and values["output_dir"] != "",
+  output_dir = values["output_dir"]
+  check("output_dir", isinstance(output_dir, str) and output_dir != "",
         "it must name the run folder", "Pass --config.output_dir=runs/NAME.")
+  check("output_dir", not (isinstance(output_dir, str) and config_checks.is_url(output_dir)),
+        config_checks.URL_OUTPUT_RULE, config_checks.URL_OUTPUT_FIX)
   return problems
 
 

@@ -10,6 +10,10 @@ A batch is finished when its shard is readable and both files contain exactly it
 order. On restart, torn last lines are dropped, the records of unfinished batches are removed
 from both files (the remaining lines keep their bytes), and those batches are sampled again.
 Since batches run in index order, the files of a resumed run equal those of an uninterrupted run.
+
+Only process 0 reads or writes the folder. It must be on a local disk or a POSIX shared file
+system, because the steps above need appends and atomic renames (docs/multihost.md, section
+File systems).
 """
 
 from __future__ import annotations

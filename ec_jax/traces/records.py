@@ -134,6 +134,8 @@ class JsonlWriter:
     self.path = pathlib.Path(path)
     self.path.parent.mkdir(parents=True, exist_ok=True)
     drop_torn_tail(self.path)
+    # NOTE: appending needs a POSIX file system. Object stores (GCS, S3) cannot append to an
+    # object, and no mode here writes one object per batch instead (docs/multihost.md).
     self._file = open(self.path, "ab")
 
   def write(self, records: Iterable[Mapping[str, Any]]) -> int:
@@ -209,6 +211,8 @@ def write_bytes_atomic(path: str | os.PathLike[str], write: Callable[[IO[bytes]]
       write(file)
       file.flush()
       os.fsync(file.fileno())
+    # NOTE: this is atomic only where rename(2) is, as on local disks, NFS and Lustre. On a
+    # bucket mounted with FUSE a rename can be a copy followed by a delete.
     os.replace(temp_name, path)
   except BaseException:
     if os.path.exists(temp_name):
