@@ -55,6 +55,7 @@ from ec_jax.sampling import generate as generate_lib
 from ec_jax.scoring import pipeline
 from ec_jax.scoring import settings as settings_lib
 from ec_jax.scoring import token_stats
+from ec_jax.scoring import top_k as top_k_lib
 from ec_jax.tasks import registry
 from ec_jax.weights import embedded
 from ec_jax.weights import gguf_reader
@@ -293,7 +294,7 @@ def bench_step_pieces(graphdef: nnx.GraphDef, state: nnx.State, prompt: np.ndarr
 
       def body(i, total):
         shifted = logits + i.astype(logits.dtype)
-        values, ids = lax.top_k(shifted, candidate_k)
+        values, ids = top_k_lib.top_k(shifted, candidate_k)
         return total + extra(shifted, values, ids)
 
       return lax.fori_loop(0, steps, body, jnp.zeros((), jnp.float32))
