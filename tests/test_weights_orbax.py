@@ -1,8 +1,11 @@
 """Tests of saving decoder weights with Orbax and restoring them onto a sharded mesh."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
@@ -90,3 +93,18 @@ def test_save_rejects_mismatched_params(tmp_path):
 def test_restore_reports_missing_folder(tmp_path):
   with pytest.raises(FileNotFoundError, match="No model_config.json in"):
     orbax_io.restore_decoder(tmp_path / "absent")
+
+
+def test_restore_reads_single_save_checkpoint(tmp_path):
+  # Folders written before save_tensors existed hold one StandardCheckpointer save.
+  config = config_lib.tiny_llama()
+  params = random_params(config, seed=33)
+  folder = tmp_path / "saved"
+  folder.mkdir()
+  with ocp.StandardCheckpointer() as checkpointer:
+    checkpointer.save(folder / orbax_io.PARAMS_DIR, params_lib.unflatten_params(params))
+  (folder / orbax_io.CONFIG_FILE).write_text(json.dumps(config.to_dict()))
+
+  restored = params_lib.flatten_params(nnx.split(orbax_io.restore_decoder(folder))[1])
+  for path, value in params.items():
+    np.testing.assert_array_equal(np.asarray(restored[path]), value, str(path))

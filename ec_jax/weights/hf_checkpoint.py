@@ -11,6 +11,7 @@ import json
 import os
 import pathlib
 import re
+from collections.abc import Iterator
 from typing import Any, Mapping
 
 import jax
@@ -166,6 +167,50 @@ def _weight_files(directory: pathlib.Path) -> list[pathlib.Path]:
       "next to config.json.")
 
 
+def _read_config(directory: pathlib.Path) -> ModelConfig:
+  config_path = directory / "config.json"
+  if not config_path.is_file():
+    raise FileNotFoundError(
+        f"No config.json in {directory}; expected a Hugging Face checkpoint folder.")
+  return config_from_hf(json.loads(config_path.read_text()))
+
+
+def _iter_model_tensors(files: list[pathlib.Path], config: ModelConfig
+                        ) -> Iterator[tuple[params_lib.ParamPath, np.ndarray]]:
+  seen = set()
+  for file in files:
+    with safetensors.safe_open(str(file), framework="numpy") as tensors:
+      for name in tensors.keys():
+        shape = tuple(tensors.get_slice(name).get_shape())
+        path = hf_param_path(name, shape, config)
+        if path is None:
+          logging.info("Skipping checkpoint tensor %s: the decoder does not use it.", name)
+          continue
+        if path in seen:
+          raise ValueError(f"Checkpoint tensor {name!r} appears in more than one file.")
+        seen.add(path)
+        # No local name keeps the yielded array, so it is freed once the caller drops it.
+        yield path, params_lib.from_checkpoint_layout(
+            path, np.asarray(tensors.get_tensor(name)).astype(np.float32), config)
+
+
+def open_hf_checkpoint(directory: str | os.PathLike[str]) -> tuple[
+    ModelConfig, Iterator[tuple[params_lib.ParamPath, np.ndarray]]]:
+  """Read a checkpoint folder's config, and return it with an iterator over its parameters.
+
+  The iterator yields (path, float32 array in model layout) one tensor at a time, in file
+  order. safetensors reads each tensor only when the iterator reaches it.
+
+  Raises:
+    FileNotFoundError: the folder, config.json or a weight file is missing (at once).
+    ValueError: the config does not fit a Llama or Qwen2 decoder (at once), or a tensor does
+      not (when the iterator reaches it).
+  """
+  directory = pathlib.Path(directory)
+  config = _read_config(directory)
+  return config, _iter_model_tensors(_weight_files(directory), config)
+
+
 def read_hf_checkpoint(
     directory: str | os.PathLike[str],
 ) -> tuple[ModelConfig, dict[params_lib.ParamPath, np.ndarray]]:
@@ -175,25 +220,8 @@ def read_hf_checkpoint(
     FileNotFoundError: the folder, config.json or a weight file is missing.
     ValueError: the config or a tensor does not fit a Llama or Qwen2 decoder.
   """
-  directory = pathlib.Path(directory)
-  config_path = directory / "config.json"
-  if not config_path.is_file():
-    raise FileNotFoundError(
-        f"No config.json in {directory}; expected a Hugging Face checkpoint folder.")
-  config = config_from_hf(json.loads(config_path.read_text()))
-  params = {}
-  for file in _weight_files(directory):
-    with safetensors.safe_open(str(file), framework="numpy") as tensors:
-      for name in tensors.keys():
-        shape = tuple(tensors.get_slice(name).get_shape())
-        path = hf_param_path(name, shape, config)
-        if path is None:
-          logging.info("Skipping checkpoint tensor %s: the decoder does not use it.", name)
-          continue
-        if path in params:
-          raise ValueError(f"Checkpoint tensor {name!r} appears in more than one file.")
-        values = np.asarray(tensors.get_tensor(name)).astype(np.float32)
-        params[path] = params_lib.from_checkpoint_layout(path, values, config)
+  config, tensors = open_hf_checkpoint(directory)
+  params = dict(tensors)
   logging.info("Read %d tensors from %s: %s", len(params), directory, config)
   return config, params
 
