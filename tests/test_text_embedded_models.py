@@ -98,3 +98,17 @@ def test_prompt_longer_than_context(model):
   num_prompt_tokens = len(tokenizer.encode(tokenizer.render_chat(messages)))
   with pytest.raises(text.PromptTooLongError, match=f"Prompt has {num_prompt_tokens} tokens"):
     tokenizer.encode_prompt(messages, max_new_tokens=tokenizer.context_length)
+
+
+def test_saved_tokenizer_matches_golden(model, golden, tmp_path):
+  # `python -m ec_jax.weights convert` stores the tokenizer this way.
+  name, tokenizer = model
+  text.save_tokenizer(tokenizer, tmp_path)
+  saved = text.load_tokenizer(tmp_path)
+  assert saved.stop_ids == tokenizer.stop_ids
+  assert saved.bos_id == tokenizer.bos_id
+  assert saved.context_length == tokenizer.context_length
+  for case in golden[name]["cases"]:
+    assert saved.encode(case["text"]) == case["ids"], case["text"]
+  for chat in golden[name]["chats"]:
+    assert saved.encode_prompt(chat["messages"], max_new_tokens=16) == chat["prompt_ids"]

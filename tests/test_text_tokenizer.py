@@ -377,3 +377,86 @@ def test_stop_token_ids_function():
   template = "{{ '<|im_start|>' + m + '<|im_end|>' }}"
   assert chat_template.stop_token_ids([5], template, vocab.get) == (3, 5, 7)
   assert chat_template.stop_token_ids([5], None, {}.get) == (5,)
+
+
+SAVED_ATTRIBUTES = ("bos_id", "eos_ids", "eos_id", "add_bos", "stop_ids", "chat_template",
+                    "context_length", "vocab_size")
+
+
+def _assert_same_tokenizer(tokenizer: text.Tokenizer, expected: text.Tokenizer) -> None:
+  for attribute in SAVED_ATTRIBUTES:
+    assert getattr(tokenizer, attribute) == getattr(expected, attribute), attribute
+  for sample in TEST_TEXTS:
+    ids = expected.encode(sample)
+    assert tokenizer.encode(sample) == ids, sample
+    assert tokenizer.decode(ids, skip_special_tokens=True) == expected.decode(
+        ids, skip_special_tokens=True), sample
+  assert tokenizer.encode_prompt("hi", max_new_tokens=4) == expected.encode_prompt(
+      "hi", max_new_tokens=4)
+
+
+@pytest.mark.parametrize("pre_name", ["gpt-2", "qwen2", "smollm", "llama-bpe"])
+def test_saved_gguf_tokenizer_round_trip(trained, tmp_path, pre_name):
+  expected = text.load_tokenizer(
+      write_tiny_gguf(tmp_path / "t.gguf", trained, pre=pre_name, add_bos=True))
+  folder = tmp_path / "saved"
+  folder.mkdir()
+  text.save_tokenizer(expected, folder)
+
+  assert text.has_saved_tokenizer(folder)
+  tokenizer = text.load_tokenizer(folder)
+  assert tokenizer.source == str(folder)
+  _assert_same_tokenizer(tokenizer, expected)
+
+
+def test_saved_hf_tokenizer_round_trip(trained, tmp_path):
+  expected = text.load_tokenizer(
+      _write_hf_folder(tmp_path / "checkpoint", trained, config_add_bos=None))
+  folder = tmp_path / "saved"
+  folder.mkdir()
+  text.save_tokenizer(expected, folder)
+  # The checkpoint's configs add EOS id 1 to <|im_end|>, so the saved list has two entries.
+  assert expected.eos_ids == (expected.token_to_id("<|im_end|>"), 1)
+  _assert_same_tokenizer(text.from_saved_folder(folder), expected)
+
+
+def test_save_tokenizer_keeps_existing_files(trained, tmp_path):
+  tokenizer = text.load_tokenizer(write_tiny_gguf(tmp_path / "t.gguf", trained, pre="qwen2"))
+  text.save_tokenizer(tokenizer, tmp_path)
+  with pytest.raises(FileExistsError, match="tokenizer.json already exists"):
+    text.save_tokenizer(tokenizer, tmp_path)
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"format_version": 2}, "has format_version 2; this ec_jax reads version 1"),
+    ({"eos_ids": "3"}, "eos_ids in .* must be a list of integers"),
+    ({"bos_id": 1.5}, "bos_id in .* must be an integer or null, got 1.5"),
+    ({"add_bos": "yes"}, "add_bos in .* must be true or false"),
+    ({"chat_template": 3}, "chat_template in .* must be a string or null"),
+    ({"context_length": None, "drop": "chat_template"}, r"lacks the fields \['chat_template'\]"),
+])
+def test_invalid_saved_settings_are_rejected(trained, tmp_path, change, message):
+  tokenizer = text.load_tokenizer(write_tiny_gguf(tmp_path / "t.gguf", trained, pre="qwen2"))
+  folder = tmp_path / "saved"
+  folder.mkdir()
+  text.save_tokenizer(tokenizer, folder)
+  settings_path = folder / "tokenizer_settings.json"
+  settings = json.loads(settings_path.read_text())
+  change = dict(change)
+  settings.pop(change.pop("drop", None), None)
+  settings.update(change)
+  settings_path.write_text(json.dumps(settings))
+
+  with pytest.raises(text.TokenizerLoadError, match=message):
+    text.from_saved_folder(folder)
+
+
+def test_saved_folder_needs_both_files(trained, tmp_path):
+  tokenizer = text.load_tokenizer(write_tiny_gguf(tmp_path / "t.gguf", trained, pre="qwen2"))
+  folder = tmp_path / "saved"
+  folder.mkdir()
+  text.save_tokenizer(tokenizer, folder)
+  (folder / "tokenizer.json").unlink()
+  assert not text.has_saved_tokenizer(folder)
+  with pytest.raises(FileNotFoundError, match="tokenizer.json does not exist"):
+    text.from_saved_folder(folder)

@@ -1,4 +1,4 @@
-"""Tokenizers (from GGUF metadata or tokenizer.json) and chat templates."""
+"""Tokenizers (from GGUF metadata, tokenizer.json or a saved folder) and chat templates."""
 
 from ec_jax.text.chat_template import ChatTemplateError
 from ec_jax.text.chat_template import PromptTooLongError
@@ -11,4 +11,7 @@ from ec_jax.text.tokenizer import TokenizerLoadError
 from ec_jax.text.tokenizer import from_gguf
 from ec_jax.text.tokenizer import from_gguf_metadata
 from ec_jax.text.tokenizer import from_hf_folder
+from ec_jax.text.tokenizer import from_saved_folder
+from ec_jax.text.tokenizer import has_saved_tokenizer
 from ec_jax.text.tokenizer import load_tokenizer
+from ec_jax.text.tokenizer import save_tokenizer

@@ -1,8 +1,11 @@
-"""Tokenizers built from GGUF metadata or from a Hugging Face `tokenizer.json`.
+"""Tokenizers built from GGUF metadata, a Hugging Face `tokenizer.json`, or a saved folder.
 
-Both paths produce a `tokenizers.Tokenizer` (the Rust library behind Hugging Face tokenizers)
+Each path produces a `tokenizers.Tokenizer` (the Rust library behind Hugging Face tokenizers)
 wrapped in `Tokenizer`, which adds the model's BOS/EOS conventions, the stop set and the chat
-template.
+template. `save_tokenizer` writes a `Tokenizer` to a folder as `tokenizer.json` plus
+`tokenizer_settings.json` (the settings that `tokenizer.json` has no field for), and
+`from_saved_folder` reads it back. `python -m ec_jax.weights convert` stores the tokenizer of a
+converted model this way.
 
 From GGUF, only byte-level BPE vocabularies (`tokenizer.ggml.model` = `gpt2`) are supported:
 tokens, merges and token types come from the metadata, and the split before BPE comes from the
@@ -32,12 +35,20 @@ class TokenizerLoadError(ValueError):
   """Tokenizer files or metadata that cannot be turned into a tokenizer."""
 
 
+# File names and format of a folder written by `save_tokenizer`.
+SAVED_TOKENIZER_FILE = "tokenizer.json"
+SAVED_SETTINGS_FILE = "tokenizer_settings.json"
+SAVED_FORMAT_VERSION = 1
+_SAVED_SETTINGS_KEYS = ("bos_id", "eos_ids", "add_bos", "chat_template", "context_length")
+
+
 class Tokenizer:
   """A model's tokenizer: text <-> token ids, special ids, and the chat template.
 
   Attributes:
     backend: the underlying `tokenizers.Tokenizer`.
     bos_id: id of the BOS token, or None.
+    eos_ids: the EOS ids from the metadata or configs, primary first.
     eos_id: the primary EOS id, or None.
     add_bos: whether `encode` prepends BOS by default (from metadata).
     stop_ids: ids that end generation, sorted (see `chat_template.stop_token_ids`).
@@ -67,7 +78,8 @@ class Tokenizer:
       raise TokenizerLoadError(f"{source} sets add_bos but defines no BOS token.")
     self.backend = backend
     self.bos_id = bos_id
-    self.eos_id = eos_ids[0] if eos_ids else None
+    self.eos_ids = tuple(int(i) for i in eos_ids)
+    self.eos_id = self.eos_ids[0] if self.eos_ids else None
     self.add_bos = add_bos
     self.chat_template = chat_template
     self.context_length = context_length
@@ -375,13 +387,108 @@ def from_hf_folder(
   )
 
 
+def has_saved_tokenizer(folder: os.PathLike[str] | str) -> bool:
+  """Returns whether `folder` contains the files that `save_tokenizer` writes."""
+  folder = pathlib.Path(folder)
+  return (folder / SAVED_SETTINGS_FILE).is_file() and (folder / SAVED_TOKENIZER_FILE).is_file()
+
+
+def save_tokenizer(tokenizer: Tokenizer, folder: os.PathLike[str] | str) -> None:
+  """Writes `tokenizer.json` and `tokenizer_settings.json` into an existing folder.
+
+  `tokenizer.json` is the backend as `tokenizers.Tokenizer.save` writes it. The settings file
+  stores what `Tokenizer` adds to the backend: BOS and EOS ids, `add_bos`, the chat template and
+  the context length, plus the tokenizer's `source` for reference. The stop ids are not stored,
+  because `from_saved_folder` derives them from the EOS ids and the template as every other
+  loader does.
+
+  Raises:
+    FileExistsError: the folder already contains one of the two files.
+  """
+  folder = pathlib.Path(folder)
+  for name in (SAVED_TOKENIZER_FILE, SAVED_SETTINGS_FILE):
+    if (folder / name).exists():
+      raise FileExistsError(f"{folder / name} already exists; save the tokenizer to a new folder.")
+  settings = {
+      "format_version": SAVED_FORMAT_VERSION,
+      "bos_id": tokenizer.bos_id,
+      "eos_ids": list(tokenizer.eos_ids),
+      "add_bos": tokenizer.add_bos,
+      "chat_template": tokenizer.chat_template,
+      "context_length": tokenizer.context_length,
+      "source": tokenizer.source,
+  }
+  tokenizer.backend.save(str(folder / SAVED_TOKENIZER_FILE))
+  with open(folder / SAVED_SETTINGS_FILE, "w", encoding="utf-8") as f:
+    json.dump(settings, f, indent=2, ensure_ascii=False)
+    f.write("\n")
+
+
+def _optional_int(settings: Mapping[str, Any], key: str, path: pathlib.Path) -> int | None:
+  value = settings[key]
+  if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+    raise TokenizerLoadError(f"{key} in {path} must be an integer or null, got {value!r}.")
+  return value
+
+
+def from_saved_folder(folder: os.PathLike[str] | str) -> Tokenizer:
+  """Builds the tokenizer that `save_tokenizer` wrote into `folder`.
+
+  Raises:
+    FileNotFoundError: a file of the pair is missing.
+    TokenizerLoadError: the settings file is not valid JSON, lacks a field, has a field of the
+      wrong type, or has a format version other than `SAVED_FORMAT_VERSION`.
+  """
+  folder = pathlib.Path(folder)
+  settings_path = folder / SAVED_SETTINGS_FILE
+  tokenizer_path = folder / SAVED_TOKENIZER_FILE
+  for path in (settings_path, tokenizer_path):
+    if not path.is_file():
+      raise FileNotFoundError(f"Tokenizer file {path} does not exist.")
+  try:
+    settings = json.loads(settings_path.read_text(encoding="utf-8"))
+  except json.JSONDecodeError as e:
+    raise TokenizerLoadError(f"{settings_path} is not valid JSON: {e}") from e
+  if not isinstance(settings, dict):
+    raise TokenizerLoadError(f"{settings_path} must contain a JSON object.")
+  version = settings.get("format_version")
+  if version != SAVED_FORMAT_VERSION:
+    raise TokenizerLoadError(
+        f"{settings_path} has format_version {version!r}; this ec_jax reads version "
+        f"{SAVED_FORMAT_VERSION}. Save the tokenizer again with this version of ec_jax."
+    )
+  missing = [key for key in _SAVED_SETTINGS_KEYS if key not in settings]
+  if missing:
+    raise TokenizerLoadError(f"{settings_path} lacks the fields {missing}.")
+  eos_ids = settings["eos_ids"]
+  if not isinstance(eos_ids, list) or not all(
+      isinstance(i, int) and not isinstance(i, bool) for i in eos_ids
+  ):
+    raise TokenizerLoadError(f"eos_ids in {settings_path} must be a list of integers.")
+  if not isinstance(settings["add_bos"], bool):
+    raise TokenizerLoadError(f"add_bos in {settings_path} must be true or false.")
+  chat_template = settings["chat_template"]
+  if chat_template is not None and not isinstance(chat_template, str):
+    raise TokenizerLoadError(f"chat_template in {settings_path} must be a string or null.")
+  return Tokenizer(
+      tokenizers.Tokenizer.from_file(str(tokenizer_path)),
+      bos_id=_optional_int(settings, "bos_id", settings_path),
+      eos_ids=eos_ids,
+      add_bos=settings["add_bos"],
+      chat_template=chat_template,
+      context_length=_optional_int(settings, "context_length", settings_path),
+      source=str(folder),
+  )
+
+
 def load_tokenizer(path: os.PathLike[str] | str) -> Tokenizer:
   """Loads the tokenizer of a model path.
 
   Args:
-    path: a `.gguf` file, a Hugging Face checkpoint folder, or a `tokenizer.json` file (its
-      folder's config files are read too). `ec_jax.weights.embedded.resolve_model_spec` turns a
-      config's `model` value into such a path.
+    path: a `.gguf` file, a folder written by `save_tokenizer`, a Hugging Face checkpoint folder,
+      or a `tokenizer.json` file (its folder's config files are read too).
+      `ec_jax.weights.embedded.resolve_model_spec` turns a config's `model` value into such a
+      path.
 
   Raises:
     FileNotFoundError: the path does not exist.
@@ -389,6 +496,8 @@ def load_tokenizer(path: os.PathLike[str] | str) -> Tokenizer:
   """
   path = pathlib.Path(path)
   if path.is_dir():
+    if has_saved_tokenizer(path):
+      return from_saved_folder(path)
     return from_hf_folder(path)
   if not path.exists():
     raise FileNotFoundError(f"Tokenizer path {path} does not exist.")
