@@ -36,8 +36,9 @@ VARIANTS = ("smollm2", "math500", "aime2025", "svamp", "humaneval", "gsm8k_full"
 def get_config(arg: str | None = None) -> config_dict.ConfigDict:
   """Return the best_of_n config; `arg` is a comma-separated list of VARIANTS."""
   config = config_dict.ConfigDict()
-  # An embedded model name, a .gguf file, a Hugging Face checkpoint folder, hf:ORG/NAME, or
-  # tiny:llama / tiny:qwen2 (a random test model built in-process).
+  # An embedded model name, a .gguf file, a Hugging Face checkpoint folder, hf:ORG/NAME, a
+  # folder written by `python -m ec_jax.weights convert` (each process reads only its weight
+  # shards), or tiny:llama / tiny:qwen2 (a random test model built in-process).
   config.model = "qwen2.5-coder-0.5b-instruct"
   # gsm8k, math500, aime2024, aime2025, svamp, humaneval or jsonl.
   config.task = "gsm8k"

@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from ec_jax.engine import tiny_model
 from ec_jax.model import config as config_lib
 from ec_jax.model import params as params_lib
 from ec_jax.model.testing import random_params
 from ec_jax.weights import __main__ as cli
 from ec_jax.weights import convert
+from ec_jax.weights import embedded
 from ec_jax.weights import gguf_reader
 from ec_jax.weights import orbax_io
 from test_weights_gguf import write_gguf
@@ -144,7 +146,8 @@ def test_gguf_tensors_are_read_lazily(tmp_path, monkeypatch):
 def test_convert_gguf_matches_reader(tmp_path):
   config = config_lib.tiny_llama()
   source = write_gguf(tmp_path / "model.gguf", config, random_params(config, seed=46), "llama")
-  folder = convert.convert(source, tmp_path / "orbax", group_bytes=0)
+  # write_gguf stores no tokenizer metadata.
+  folder = convert.convert(source, tmp_path / "orbax", group_bytes=0, weights_only=True)
 
   _, expected = gguf_reader.read_gguf(source)
   assert orbax_io.read_config(folder) == config
@@ -158,7 +161,7 @@ def test_convert_sharded_hf_checkpoint(tmp_path):
   config = config_lib.tiny_qwen2()
   params = random_params(config, seed=47)
   source = write_checkpoint(tmp_path / "hf", config, params, "qwen2", shards=2)
-  folder = convert.convert(source, tmp_path / "orbax")
+  folder = convert.convert(source, tmp_path / "orbax", weights_only=True)
 
   assert orbax_io.read_config(folder) == config
   restored = _restored_params(folder)
@@ -172,9 +175,10 @@ def test_cli_convert(tmp_path, capsys):
   destination = tmp_path / "orbax"
 
   assert cli.main(["convert", str(source), str(destination), "--dtype", "bfloat16",
-                   "--group-mib", "0.01"]) == 0
+                   "--group-mib", "0.01", "--weights-only"]) == 0
   assert str(destination) in capsys.readouterr().out
   assert orbax_io.read_config(destination).param_dtype == "bfloat16"
+  assert not (destination / "tokenizer.json").exists()
 
   assert cli.main(["convert", str(source), str(destination)]) == 1
   assert "already exists; choose a new folder" in capsys.readouterr().err
@@ -182,6 +186,37 @@ def test_cli_convert(tmp_path, capsys):
   assert "absent.gguf" in capsys.readouterr().err
 
 
+def test_convert_without_tokenizer_is_rejected(tmp_path, capsys):
+  config = config_lib.tiny_llama()
+  source = write_checkpoint(tmp_path / "hf", config, random_params(config, seed=49), "llama")
+  destination = tmp_path / "orbax"
+
+  with pytest.raises(ValueError) as raised:
+    convert.convert(source, destination)
+  message = str(raised.value)
+  assert f"Cannot build the tokenizer of {source}" in message
+  assert "tokenizer.json does not exist" in message
+  assert "--weights-only" in message
+  assert not destination.exists()
+
+  assert cli.main(["convert", str(source), str(destination)]) == 1
+  assert "--weights-only" in capsys.readouterr().err
+  assert not destination.exists()
+
+
+def test_convert_rejects_tokenizer_larger_than_model(tmp_path):
+  config = config_lib.tiny_llama(vocab_size=200)
+  source = write_checkpoint(tmp_path / "hf", config, random_params(config, seed=50), "llama")
+  # 259 ids, more than the 200 embeddings.
+  tiny_model.byte_tokenizer().backend.save(str(source / "tokenizer.json"))
+
+  with pytest.raises(ValueError, match="has 259 ids but the model only 200 embeddings"):
+    convert.convert(source, tmp_path / "orbax")
+  assert not (tmp_path / "orbax").exists()
+
+
 def test_cli_defaults_match_library():
   assert cli.DEFAULT_GROUP_MIB * 2**20 == orbax_io.DEFAULT_GROUP_BYTES
   assert cli.DTYPE_NAMES == tuple(sorted(config_lib.DTYPES))
+  assert embedded.CONVERTED_CONFIG_FILE == orbax_io.CONFIG_FILE
+  assert embedded.CONVERTED_PARAMS_DIR == orbax_io.PARAMS_DIR

@@ -1,9 +1,14 @@
 """Model and tokenizer from the config key `model`, with the configured dtype and placement.
 
 `model` is an embedded model name, a `.gguf` file, a Hugging Face checkpoint folder,
-`hf:ORG/NAME`, or `tiny:<preset>` (a random test model built in-process, see `tiny_model`).
-`check_model_spec` resolves the spec without reading weights, so a bad spec stops the job
-before any work; `load_model` then reads the weights.
+`hf:ORG/NAME`, a folder written by `python -m ec_jax.weights convert`, or `tiny:<preset>` (a
+random test model built in-process, see `tiny_model`). `check_model_spec` resolves the spec
+without reading weights, so a bad spec stops the job before any work; `load_model` then reads
+the weights.
+
+Every process reads a whole GGUF file or safetensors checkpoint into host memory before it
+places its shards. From a converted folder, Orbax reads each array straight into its sharding,
+so a process reads only the shards of its own devices.
 """
 
 from __future__ import annotations
@@ -59,8 +64,8 @@ def check_model_spec(spec: str) -> pathlib.Path | None:
   """Resolve `spec` to its file or folder (None for `tiny:` specs) without reading weights.
 
   Raises:
-    ModelLoadError: the spec names no model, or an embedded model is not installed (the
-      message gives the install command).
+    ModelLoadError: the spec names no model, an embedded model is not installed (the
+      message gives the install command), or a converted folder has no tokenizer files.
   """
   if tiny_model.is_tiny_spec(spec):
     try:
@@ -69,17 +74,28 @@ def check_model_spec(spec: str) -> pathlib.Path | None:
       raise ModelLoadError(str(error)) from error
     return None
   try:
-    return embedded.resolve_model_spec(spec)
+    path = embedded.resolve_model_spec(spec)
   except (embedded.EmbeddedModelError, embedded.ModelSpecError) as error:
     raise ModelLoadError(str(error)) from error
+  if embedded.is_converted_folder(path) and not tokenizer_lib.has_saved_tokenizer(path):
+    raise ModelLoadError(
+        f"The converted folder {path} is missing {tokenizer_lib.SAVED_TOKENIZER_FILE} or "
+        f"{tokenizer_lib.SAVED_SETTINGS_FILE}, because it was converted with --weights-only, "
+        "by an ec_jax version that did not store the tokenizer, or not to the end. Convert the "
+        "model again into a new folder with `python -m ec_jax.weights convert SOURCE DEST` and "
+        "set `model` to DEST.")
+  return path
 
 
 def _read_decoder(path: pathlib.Path | None, spec: str, dtype: str,
                   mesh: jax.sharding.Mesh) -> decoder_lib.Decoder:
-  """Read the decoder (GGUF file, checkpoint folder or tiny spec), sharded on `mesh`."""
-  # NOTE: every process reads the whole file into host memory before placing its shards. An
-  # Orbax folder from `python -m ec_jax.weights convert`, which orbax_io.restore_decoder reads
-  # shard by shard, is not accepted as `model` yet because it contains no tokenizer.
+  """Read the decoder of `path`, or of a tiny `spec`, sharded with `parallel.param_shardings`."""
+  if path is not None and embedded.is_converted_folder(path):
+    # Imported here: Orbax is needed only for converted folders.
+    from ec_jax.weights import orbax_io  # pylint: disable=import-outside-toplevel
+    config = orbax_io.read_config(path).with_dtypes(dtype)
+    return orbax_io.restore_decoder(
+        path, param_dtype=dtype, shardings=parallel.param_shardings(config, mesh))
   if path is None:
     config = tiny_model.tiny_model_config(spec, dtype)
     params = model_testing.random_params(config, seed=tiny_model.WEIGHT_SEED)
@@ -96,7 +112,7 @@ def _read_decoder(path: pathlib.Path | None, spec: str, dtype: str,
 
 
 def load_tokenizer(spec: str) -> tokenizer_lib.Tokenizer:
-  """Load the tokenizer of `spec` without reading the weights (GGUF metadata or tokenizer.json).
+  """Load the tokenizer of `spec` without reading the weights (GGUF metadata or tokenizer files).
 
   Raises:
     ModelLoadError: see `check_model_spec`.

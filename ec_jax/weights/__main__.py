@@ -4,11 +4,12 @@ Usage:
   python -m ec_jax.weights list
   python -m ec_jax.weights install NAME [NAME ...] [--no-pip]
   python -m ec_jax.weights path NAME
-  python -m ec_jax.weights convert SOURCE DEST [--dtype DTYPE] [--group-mib MIB]
+  python -m ec_jax.weights convert SOURCE DEST [--dtype DTYPE] [--group-mib MIB] [--weights-only]
 
 The cache folder is `$EC_JAX_CACHE` (default `~/.cache/ec_jax`) unless `--cache` is given.
 `convert` writes SOURCE (an embedded model name, a .gguf file, a Hugging Face checkpoint folder
-or hf:ORG/NAME) to the new Orbax folder DEST, one group of tensors at a time.
+or hf:ORG/NAME) to the new Orbax folder DEST, one group of tensors at a time, together with its
+tokenizer, so that DEST can be the `model` of `python -m experiments.best_of_n`.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def _convert(args: argparse.Namespace) -> int:
 
   logging.get_absl_handler().addFilter(_is_not_orbax_info)
   folder = convert.convert(args.source, args.destination, args.dtype,
-                           int(args.group_mib * 2**20), args.cache)
+                           int(args.group_mib * 2**20), args.cache, args.weights_only)
   print(folder)
   return 0
 
@@ -104,7 +105,8 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
   path = commands.add_parser("path", help="print the GGUF path of an installed model")
   path.add_argument("name", metavar="NAME", choices=sorted(embedded.EMBEDDED_MODELS))
   convert = commands.add_parser(
-      "convert", help="convert a GGUF file or Hugging Face checkpoint to a new Orbax folder")
+      "convert",
+      help="convert a GGUF file or Hugging Face checkpoint and its tokenizer to a new Orbax folder")
   convert.add_argument(
       "source", metavar="SOURCE",
       help="an embedded model name, a .gguf file, a checkpoint folder or hf:ORG/NAME")
@@ -116,6 +118,10 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
       "--group-mib", type=float, default=DEFAULT_GROUP_MIB, metavar="MIB",
       help="MiB of converted tensors written together (default %(default)s). Peak host memory "
       "grows with it: about twice this much while a group is written, plus one tensor")
+  convert.add_argument(
+      "--weights-only", action="store_true",
+      help="store no tokenizer, for a source without one that ec_jax can build; DEST then "
+      "cannot be the `model` of a job")
   args = parser.parse_args(argv)
   if args.command == "convert" and args.group_mib < 0:
     parser.error(f"--group-mib must be >= 0, got {args.group_mib}.")

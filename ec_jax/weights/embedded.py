@@ -442,16 +442,32 @@ def download_hf_model(spec: str) -> pathlib.Path:
   return folder
 
 
+# The names `orbax_io` gives the config and checkpoint of a converted folder, repeated here so
+# that resolving a spec imports neither Orbax nor JAX.
+CONVERTED_CONFIG_FILE = "model_config.json"
+CONVERTED_PARAMS_DIR = "params"
+
+
+def is_converted_folder(path: os.PathLike[str] | str) -> bool:
+  """Returns whether `path` is a folder written by `python -m ec_jax.weights convert`.
+
+  Such a folder contains `model_config.json` and the Orbax checkpoint `params/`.
+  """
+  path = pathlib.Path(path)
+  return (path / CONVERTED_CONFIG_FILE).is_file() and (path / CONVERTED_PARAMS_DIR).is_dir()
+
+
 def resolve_model_spec(spec: str, cache: os.PathLike[str] | str | None = None) -> pathlib.Path:
   """Resolves a value of the config key `model` to a local path.
 
   Args:
     spec: an embedded model name (see `EMBEDDED_MODELS`), a path to a `.gguf` file, a path to a
-      Hugging Face checkpoint folder (with `config.json`), or `hf:ORG/NAME`.
+      Hugging Face checkpoint folder (with `config.json`), a path to a folder written by
+      `python -m ec_jax.weights convert` (see `is_converted_folder`), or `hf:ORG/NAME`.
     cache: cache folder for embedded models; defaults to `cache_dir()`.
 
   Returns:
-    The GGUF file or the checkpoint folder.
+    The GGUF file, the checkpoint folder or the converted folder.
 
   Raises:
     EmbeddedModelError: an embedded model that is not installed (the message gives the command).
@@ -478,13 +494,23 @@ def resolve_model_spec(spec: str, cache: os.PathLike[str] | str | None = None) -
       )
     return path
   if path.is_dir():
+    if is_converted_folder(path):
+      return path
+    if (path / CONVERTED_CONFIG_FILE).is_file():
+      raise ModelSpecError(
+          f"Model folder {path} has {CONVERTED_CONFIG_FILE} but no {CONVERTED_PARAMS_DIR}/ "
+          "checkpoint, so its conversion did not finish. Remove it and run "
+          "`python -m ec_jax.weights convert SOURCE DEST` again."
+      )
     if not (path / "config.json").is_file():
       raise ModelSpecError(
-          f"Model folder {path} has no config.json, so it is not a Hugging Face checkpoint folder."
+          f"Model folder {path} has no config.json, so it is not a Hugging Face checkpoint "
+          f"folder, and no {CONVERTED_CONFIG_FILE} and {CONVERTED_PARAMS_DIR}/, so it is not a "
+          "folder written by `python -m ec_jax.weights convert`."
       )
     return path
   raise ModelSpecError(
       f"Model {spec!r} was not found: it is neither an embedded model name "
-      f"({', '.join(sorted(EMBEDDED_MODELS))}), an existing .gguf file or checkpoint folder, "
-      "nor hf:ORG/NAME."
+      f"({', '.join(sorted(EMBEDDED_MODELS))}), an existing .gguf file, checkpoint folder or "
+      "converted folder, nor hf:ORG/NAME."
   )

@@ -1,7 +1,8 @@
 """Save converted decoder weights with Orbax once, and restore them onto given shardings.
 
 A saved folder contains `model_config.json` (the ModelConfig) and `params/`, an Orbax checkpoint of
-the nested parameter dict that `nnx.to_pure_dict` gives for a `Decoder`. `save_tensors` writes the
+the nested parameter dict that `nnx.to_pure_dict` gives for a `Decoder`. `convert.convert` adds the
+tokenizer files that `ec_jax.text.save_tokenizer` writes. `save_tensors` writes the
 checkpoint from an iterator, a group of tensors at a time, so converting a large GGUF or
 safetensors file keeps about one group in host memory rather than the whole model. Restoring
 reads each array straight into its target sharding and dtype: each process reads only the shards
@@ -27,6 +28,7 @@ from ec_jax.model import params as params_lib
 from ec_jax.model.config import ModelConfig
 from ec_jax.model.decoder import Decoder
 
+# embedded.CONVERTED_CONFIG_FILE and CONVERTED_PARAMS_DIR repeat these names.
 CONFIG_FILE = "model_config.json"
 PARAMS_DIR = "params"
 # Tensors are collected until their bytes reach this, then written with one Orbax partial save.
