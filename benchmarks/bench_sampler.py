@@ -55,7 +55,6 @@ from ec_jax.sampling import generate as generate_lib
 from ec_jax.scoring import pipeline
 from ec_jax.scoring import settings as settings_lib
 from ec_jax.scoring import token_stats
-from ec_jax.scoring import top_k as top_k_lib
 from ec_jax.tasks import registry
 from ec_jax.weights import embedded
 from ec_jax.weights import gguf_reader
@@ -294,14 +293,16 @@ def bench_step_pieces(graphdef: nnx.GraphDef, state: nnx.State, prompt: np.ndarr
 
       def body(i, total):
         shifted = logits + i.astype(logits.dtype)
-        values, ids = top_k_lib.top_k(shifted, candidate_k)
+        values, ids = lax.top_k(shifted, candidate_k)
         return total + extra(shifted, values, ids)
 
       return lax.fori_loop(0, steps, body, jnp.zeros((), jnp.float32))
     return run
 
   def statistics(shifted, values, ids):
-    stats = token_stats.token_statistics(shifted, ids[:, 0], entropy_k, top_logits=values)
+    # A gather, not `ids[:, 0]`: slicing the top-k outputs makes XLA's CPU backend sort instead.
+    token = jnp.take_along_axis(ids, jnp.argmax(values, axis=-1)[:, None], axis=-1)[:, 0]
+    stats = token_stats.token_statistics(shifted, token, entropy_k, top_logits=values)
     return sum(jnp.sum(value) for value in stats)
 
   def sampling(shifted, values, ids):

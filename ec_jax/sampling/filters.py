@@ -53,11 +53,13 @@ def sample_from_candidates(keys: jax.Array, candidate_logits: jax.Array,
   # did not cut the set first).
   overflow = (jnp.sum(probability, axis=-1) < top_p) & (keep_k >= candidates)
   masked = jnp.where(keep, scaled, -jnp.inf)
-  choice = jax.vmap(jax.random.categorical)(keys, masked)
-  sampled = jnp.take_along_axis(candidate_ids, choice[:, None], axis=-1)[:, 0]
+  # Greedy takes candidate 0. One gather serves both cases, because slicing the candidate ids
+  # made XLA's CPU backend (jax 0.10.2) sort the whole vocabulary in place of the top-k.
+  choice = jnp.where(greedy, 0, jax.vmap(jax.random.categorical)(keys, masked))
+  token = jnp.take_along_axis(candidate_ids, choice[:, None], axis=-1)[:, 0]
   log_q = masked - jax.nn.logsumexp(masked, axis=-1, keepdims=True)
   entropy = -jnp.sum(jnp.where(keep, jnp.exp(log_q) * log_q, 0.0), axis=-1)
 
-  token = jnp.where(greedy, candidate_ids[:, 0], sampled).astype(jnp.int32)
+  token = token.astype(jnp.int32)
   entropy = jnp.where(greedy, jnp.zeros_like(entropy), entropy)
   return SampleResult(token=token, entropy=entropy, nucleus_overflow=overflow & ~greedy)

@@ -30,7 +30,6 @@ from ec_jax.scoring import pipeline
 from ec_jax.scoring import selection
 from ec_jax.scoring import settings as settings_lib
 from ec_jax.scoring import token_stats
-from ec_jax.scoring import top_k as top_k_lib
 
 STATISTICS = ("logprob", "entropy_topk", "entropy_full", "entropy_sampling", "confidence",
               "self_certainty")
@@ -180,7 +179,7 @@ def decode_loop(model, logits: jax.Array, cache: kv_cache.KVCache, row_keys: jax
     return (state.step < limit) & ~jnp.all(state.done)
 
   def body(state: _LoopState) -> _LoopState:
-    candidate_logits, candidate_ids = top_k_lib.top_k(state.logits, spec.candidate_k)
+    candidate_logits, candidate_ids = lax.top_k(state.logits, spec.candidate_k)
     draw = filters.sample_from_candidates(
         keys_lib.step_keys(row_keys, state.step), candidate_logits, candidate_ids,
         state.logits, sampling.temperature, sampling.top_p, sampling.top_k)
