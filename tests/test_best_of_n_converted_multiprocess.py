@@ -6,9 +6,6 @@ converts it. One process with 4 devices runs the job from the checkpoint, and 2 
 mesh of data = 2, model = 2, so every process restores the weights split over its own 2 devices.
 The records, selections and arrays must be bitwise equal.
 
-NOTE: the `model` axis does not span the processes here. That needs mesh.data = 1, and with
-mesh.data = 1 and mesh.model > 1 XLA:CPU (jaxlib 0.10.2) aborts while compiling the sampler
-("Check failed: ... optimization_barrier"), also for `tiny:llama` in one process.
 tests/test_weights_orbax_multiprocess.py restores a folder across processes on model = 4.
 """
 
