@@ -209,11 +209,14 @@ def test_one_and_eight_devices_agree():
   assert diverged <= compared // 4
 
 
-def test_model_axis_sharding_agrees_with_one_device():
+def sharded_setup(data, model):
+  """Return the tiny model split over a (data, model) mesh, its spec and traced inputs.
+
+  Heads, key/value heads, the SwiGLU width and the vocabulary are split over `model`.
+  """
   from ec_jax.parallel import mesh as mesh_lib
   config = config_lib.tiny_llama()
-  mesh = mesh_lib.make_mesh(data=2, model=4)
-  # Heads, key/value heads, the SwiGLU width and the vocabulary split over `model`.
+  mesh = mesh_lib.make_mesh(data=data, model=model, devices=jax.devices()[:data * model])
   decoder = params_lib.decoder_from_params(config, model_testing.random_params(config, seed=1),
                                            mesh_lib.param_shardings(config, mesh))
   graphdef, state = nnx.split(decoder)
@@ -223,6 +226,11 @@ def test_model_axis_sharding_agrees_with_one_device():
   scoring = generate_lib.ScoringParams(
       pipeline.settings_inputs([settings_lib.PhaseSetting()]), np.float32(0.1), np.int32(8),
       np.int32(8))
+  return graphdef, state, spec, sampling, scoring
+
+
+def test_model_axis_sharding_agrees_with_one_device():
+  graphdef, state, spec, sampling, scoring = sharded_setup(2, 4)
   sharded = generate_lib.sample(state, graphdef, spec, PROMPTS, PROMPT_LENGTHS, UIDS, 7,
                                 np.array([STOP_ID]), sampling, scoring)
   reference = sample_on_mesh(1, 4)
@@ -248,21 +256,11 @@ def _vocabulary_sorts(compiled_text: str, lengths: tuple[int, ...]) -> list[str]
 def test_sampler_never_sorts_vocabulary(data, model):
   # Slicing the outputs of the candidate top-k made XLA's CPU backend sort the whole vocabulary
   # at every step instead (120 times slower with Qwen's 151,936 tokens).
-  from ec_jax.parallel import mesh as mesh_lib
-  config = config_lib.tiny_llama()
-  mesh = mesh_lib.make_mesh(data=data, model=model, devices=jax.devices()[:data * model])
-  decoder = params_lib.decoder_from_params(config, model_testing.random_params(config, seed=1),
-                                           mesh_lib.param_shardings(config, mesh))
-  graphdef, state = nnx.split(decoder)
-  spec = dataclass_replace(SPEC, mesh=mesh)
-  sampling = generate_lib.SamplingParams(np.float32(1.0), np.float32(0.95), np.int32(0),
-                                         np.int32(spec.max_new_tokens))
-  scoring = generate_lib.ScoringParams(
-      pipeline.settings_inputs([settings_lib.PhaseSetting()]), np.float32(0.1), np.int32(8),
-      np.int32(8))
+  graphdef, state, spec, sampling, scoring = sharded_setup(data, model)
+  vocab_size = config_lib.tiny_llama().vocab_size
   prompts = np.repeat(PROMPTS[:1], 2, axis=0)
   compiled = generate_lib.generate_jit.lower(
       state, prompts, np.repeat(PROMPT_LENGTHS[:1], 2), UIDS[:2], np.int32(0),
       np.array([STOP_ID], np.int32), sampling, scoring, graphdef=graphdef, spec=spec).compile()
-  vocabulary_lengths = (config.vocab_size, config.vocab_size // model)
+  vocabulary_lengths = (vocab_size, vocab_size // model)
   assert _vocabulary_sorts(compiled.as_text(), vocabulary_lengths) == []
