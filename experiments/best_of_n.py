@@ -34,9 +34,15 @@ def parse_flags(argv: list[str]) -> list[str]:
     return app.parse_flags_with_usage(argv)
   except (AttributeError, KeyError) as error:
     # config_flags raises these for a key that the config does not have, e.g. a typo.
-    detail = " ".join(str(error).replace("\\n", " ").strip("'\"").split())
-    sys.exit(f"best_of_n: error: invalid config override: {detail}. The keys are listed in "
-             "configs/best_of_n.py and configs/common.py.")
+    # A KeyError's str() quotes its message and escapes quotes inside, and config_flags wraps
+    # one KeyError's str() in another, so undo the quoting before printing.
+    detail = str(error)
+    while len(detail) > 1 and detail[0] == detail[-1] and detail[0] in "'\"":
+      detail = detail[1:-1].replace("\\'", "'")
+    detail = " ".join(detail.replace("\\n", " ").split()).rstrip(".")
+    ending = "" if detail.endswith("?") else "."
+    sys.exit(f"best_of_n: error: invalid config override: {detail}{ending} The keys are listed "
+             "in configs/best_of_n.py and configs/common.py.")
 
 
 def main(argv: Sequence[str]) -> None:

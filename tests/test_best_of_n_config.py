@@ -144,3 +144,16 @@ def test_command_stops_before_writing(tmp_path):
   assert "temperature = -1.0 is invalid" in result.stderr
   assert "top_p = 2.0 is invalid" in result.stderr
   assert not output.exists()
+
+
+def test_unknown_key_error_is_readable():
+  root = pathlib.Path(__file__).resolve().parents[1]
+  result = subprocess.run(
+      [sys.executable, "-m", "experiments.best_of_n", "--config=configs/best_of_n.py",
+       "--config.num_sample=4"], cwd=root, capture_output=True, text=True, timeout=120,
+      check=False)
+  assert result.returncode != 0
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith("best_of_n: error: invalid config override: 'num_sample' Did you mean")
+  assert "\\" not in last
+  assert '"num_samples"' in last

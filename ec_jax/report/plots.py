@@ -223,6 +223,11 @@ def plot_accuracy_vs_n(curves: Mapping[str, Mapping[int, Mapping | float | None]
                        color=style["color"], linestyle=style["linestyle"])
         else:
           axes.plot(ns, accuracy, label=label, linewidth=1.2, **style)
+      elif method == "lowest_centroid":
+        # A wide line under the others, so it stays visible where another method's curve
+        # coincides with it.
+        axes.plot(ns, accuracy, label=label, color=next(colors), marker="o", markersize=5,
+                  linewidth=4, alpha=0.6, zorder=1.5)
       else:
         axes.plot(ns, accuracy, label=label, color=next(colors), marker="o", markersize=3.5,
                   linewidth=1.5)
