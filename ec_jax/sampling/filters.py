@@ -56,10 +56,9 @@ def sample_from_candidates(keys: jax.Array, candidate_logits: jax.Array,
   # Greedy takes candidate 0. One gather serves both cases, because slicing the candidate ids
   # made XLA's CPU backend (jax 0.10.2) sort the whole vocabulary in place of the top-k.
   choice = jnp.where(greedy, 0, jax.vmap(jax.random.categorical)(keys, masked))
-  token = jnp.take_along_axis(candidate_ids, choice[:, None], axis=-1)[:, 0]
+  token = jnp.take_along_axis(candidate_ids, choice[:, None], axis=-1)[:, 0].astype(jnp.int32)
   log_q = masked - jax.nn.logsumexp(masked, axis=-1, keepdims=True)
   entropy = -jnp.sum(jnp.where(keep, jnp.exp(log_q) * log_q, 0.0), axis=-1)
 
-  token = token.astype(jnp.int32)
   entropy = jnp.where(greedy, jnp.zeros_like(entropy), entropy)
   return SampleResult(token=token, entropy=entropy, nucleus_overflow=overflow & ~greedy)
